@@ -1,0 +1,35 @@
+"""dtypepolicy: mixed-precision policies, autocasting variables, float8 and loss scaling on JAX.
+
+Example:
+  >>> import dtypepolicy as dp
+  >>> policy = dp.get("mixed_bfloat16")
+  >>> policy.variable_dtype, policy.compute_dtype
+  ('float32', 'bfloat16')
+"""
+
+from dtypepolicy import float8, loss_scale
+from dtypepolicy._autocast import autocast_scope
+from dtypepolicy._defaults import dtype_policy, policy_scope, set_dtype_policy
+from dtypepolicy._policy import DTypePolicy, QuantizedDTypePolicy, QuantizedFloat8DTypePolicy
+from dtypepolicy._policy_map import DTypePolicyMap
+from dtypepolicy._serialization import deserialize, get, serialize
+from dtypepolicy._variable import Variable
+
+__all__ = [
+    "DTypePolicy",
+    "DTypePolicyMap",
+    "QuantizedDTypePolicy",
+    "QuantizedFloat8DTypePolicy",
+    "Variable",
+    "autocast_scope",
+    "deserialize",
+    "dtype_policy",
+    "float8",
+    "get",
+    "loss_scale",
+    "policy_scope",
+    "serialize",
+    "set_dtype_policy",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,149 @@
+"""DTypePolicyMap: per-layer policies keyed by layer path, exact match first, then regex."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from dtypepolicy._policy import DTypePolicy, current_default
+from dtypepolicy._serialization import get, register_serializable, serialize
+
+
+def _as_policy(value: Any, what: str) -> DTypePolicy:
+    if value is None or isinstance(value, DTypePolicyMap):
+        raise TypeError(f"{what} must be a dtype policy or something get() accepts, received {value!r}.")
+    return get(value)
+
+
+@register_serializable
+class DTypePolicyMap(Mapping):
+    """An immutable map from layer paths to dtype policies.
+
+    `policy_map[path]` returns the policy for a layer path: the entry whose key equals the
+    path, else the single entry whose key, read as a regular expression, fully matches it,
+    else the default policy. Two matching regex keys are an error.
+
+    Args:
+      default_policy: the policy for paths no key matches; None means the default policy
+        current at lookup time.
+      policy_map: a mapping from paths (or regexes over paths) to policies or anything
+        `dtypepolicy.get` accepts.
+
+    Example:
+      >>> policy_map = DTypePolicyMap("mixed_bfloat16", {"encoder/.*/norm": "float32"})
+      >>> policy_map["encoder/block_0/norm"].name, policy_map["encoder/block_0/dense"].name
+      ('float32', 'mixed_bfloat16')
+      >>> policy_map = policy_map | {"head": "float32"}  # maps are values: build a new one
+    """
+
+    __slots__ = ("_default", "_entries", "_patterns")
+
+    def __init__(self, default_policy: Any = None, policy_map: Mapping[str, Any] | None = None) -> None:
+        default = None if default_policy is None else _as_policy(default_policy, "default_policy")
+        if policy_map is None:
+            policy_map = {}
+        if not isinstance(policy_map, Mapping):
+            raise TypeError(
+                f"policy_map must be a mapping from layer paths to policies, received "
+                f"{policy_map!r} of type {type(policy_map).__name__}."
+            )
+        entries: dict[str, DTypePolicy] = {}
+        patterns: dict[str, re.Pattern] = {}
+        for path, value in policy_map.items():
+            if not isinstance(path, str) or not path:
+                raise TypeError(f"policy_map keys must be non-empty layer path strings, received {path!r}.")
+            try:
+                patterns[path] = re.compile(path)
+            except re.error as error:
+                raise ValueError(f"policy_map key {path!r} is neither a layer path nor a valid regex: {error}.") from None
+            entries[path] = _as_policy(value, f"policy_map[{path!r}]")
+        object.__setattr__(self, "_default", default)
+        object.__setattr__(self, "_entries", entries)
+        object.__setattr__(self, "_patterns", patterns)
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise AttributeError(f"DTypePolicyMap is immutable; cannot set {key!r}.")
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        raise TypeError(
+            f"DTypePolicyMap is immutable; cannot set {key!r}. Build a new map instead: "
+            f"policy_map = policy_map | {{{key!r}: policy}}."
+        )
+
+    def __delitem__(self, key: str) -> None:
+        raise TypeError(f"DTypePolicyMap is immutable; cannot delete {key!r}. Build a new map without it.")
+
+    @property
+    def default_policy(self) -> DTypePolicy:
+        """The policy for unmatched paths (the current default when none was given)."""
+        return current_default() if self._default is None else self._default
+
+    @property
+    def policy_map(self) -> dict[str, DTypePolicy]:
+        """A copy of the entries."""
+        return dict(self._entries)
+
+    def __getitem__(self, path: str) -> DTypePolicy:
+        if not isinstance(path, str):
+            raise TypeError(f"DTypePolicyMap keys are layer path strings, received {path!r}.")
+        if path in self._entries:
+            return self._entries[path]
+        matches = [key for key, pattern in self._patterns.items() if pattern.fullmatch(path)]
+        if len(matches) > 1:
+            raise ValueError(
+                f"Layer path {path!r} matches more than one DTypePolicyMap key: "
+                f"{', '.join(repr(key) for key in matches)}. Make the keys exclusive or add an exact key."
+            )
+        return self._entries[matches[0]] if matches else self.default_policy
+
+    def __contains__(self, path: object) -> bool:
+        return path in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __or__(self, other: Mapping[str, Any]) -> DTypePolicyMap:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        return DTypePolicyMap(self._default, {**self._entries, **other})
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, DTypePolicyMap):
+            return NotImplemented
+        return self._default == other._default and self._entries == other._entries
+
+    def __hash__(self) -> int:
+        return hash((self._default, frozenset(self._entries.items())))
+
+    def __repr__(self) -> str:
+        default = "current default" if self._default is None else self._default.name
+        entries = ", ".join(f"{key!r}: {policy.name!r}" for key, policy in self._entries.items())
+        return f"<DTypePolicyMap default={default} {{{entries}}}>"
+
+    def __reduce__(self):
+        return (type(self).from_config, (self.get_config(),))
+
+    def get_config(self) -> dict[str, Any]:
+        """Returns a JSON-ready dict; the map itself is never modified."""
+        return {
+            "default_policy": None if self._default is None else serialize(self._default),
+            "policy_map": {key: serialize(policy) for key, policy in self._entries.items()},
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> DTypePolicyMap:
+        """Builds a map from the output of `get_config`."""
+        if not isinstance(config, dict) or set(config) - {"default_policy", "policy_map"}:
+            raise ValueError(
+                f"Invalid DTypePolicyMap config {config!r}: expected a dict with keys "
+                f"'default_policy' and 'policy_map'."
+            )
+        default = config.get("default_policy")
+        entries = config.get("policy_map") or {}
+        if not isinstance(entries, dict):
+            raise ValueError(f"Invalid DTypePolicyMap config: 'policy_map' must be a dict, received {entries!r}.")
+        return cls(default, entries)

@@ -1,0 +1,105 @@
+"""Float8 delayed-scaling math: pure functions on JAX arrays.
+
+A scale `s` is the dequantization multiplier: `q = saturate(x / s)` in float8 and
+`x_hat = q * s`. Inputs and kernels use E4M3 (max 448), output gradients E5M2 (max 57344).
+Each scale is computed from a window of past amax values (`update_amax_history`), so the
+scale used at step t comes from data seen up to step t-1.
+
+Example:
+  >>> history = update_amax_history(jnp.array([3.0, -5.0]), jnp.zeros(3))
+  >>> history.tolist()
+  [5.0, 0.0, 0.0]
+  >>> float(compute_scale(history.max(), 1.0, E4M3_MAX)) == float(jnp.float32(5.0) / 448)
+  True
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax.numpy as jnp
+import ml_dtypes
+
+from dtypepolicy._dtypes import is_float, standardize_dtype
+
+E4M3_MAX = float(ml_dtypes.finfo(ml_dtypes.float8_e4m3fn).max)  # 448.0
+E5M2_MAX = float(ml_dtypes.finfo(ml_dtypes.float8_e5m2).max)  # 57344.0
+
+__all__ = ["E4M3_MAX", "E5M2_MAX", "compute_scale", "quantize_dequantize", "update_amax_history"]
+
+
+def _check_margin(margin: Any) -> int:
+    if isinstance(margin, bool) or not isinstance(margin, int):
+        raise TypeError(f"margin must be an int, received {margin!r}.")
+    return margin
+
+
+def compute_scale(amax: Any, scale: Any, dtype_max: float, margin: int = 0) -> jnp.ndarray:
+    """Returns the new dequantization scale `amax * 2**margin / dtype_max`.
+
+    When `amax` is 0, inf or NaN the old `scale` is returned unchanged, so one bad step
+    cannot poison the scale.
+
+    Args:
+      amax: the largest magnitude to represent, usually `max(amax_history)`.
+      scale: the current scale, kept when `amax` is unusable.
+      dtype_max: the largest finite value of the float8 format (`E4M3_MAX`, `E5M2_MAX`).
+      margin: extra power-of-two headroom.
+
+    Example:
+      >>> float(compute_scale(0.0, 0.5, E4M3_MAX))
+      0.5
+    """
+    margin = _check_margin(margin)
+    if not isinstance(dtype_max, (int, float)) or isinstance(dtype_max, bool) or not dtype_max > 0:
+        raise ValueError(f"dtype_max must be a positive number such as E4M3_MAX, received {dtype_max!r}.")
+    amax = jnp.asarray(amax, jnp.float32)
+    scale = jnp.asarray(scale, jnp.float32)
+    # Written as the reciprocal of dtype_max / amax so float32 results match Keras 3 bit for bit.
+    new_scale = 1.0 / (float(dtype_max) / amax / float(2**margin))
+    usable = jnp.isfinite(amax) & (amax > 0)
+    return jnp.where(usable, new_scale, scale)
+
+
+def update_amax_history(x: Any, history: Any) -> jnp.ndarray:
+    """Shifts the window one step and puts `max|x|` first.
+
+    `h' = roll(h, -1)` then `h'[0] = max|x|`, so with length 3:
+    `[5, 0, 0] -> [7, 0, 5] -> [9, 5, 7]`.
+
+    Example:
+      >>> update_amax_history(jnp.array([7.0]), jnp.array([5.0, 0.0, 0.0])).tolist()
+      [7.0, 0.0, 5.0]
+    """
+    history = jnp.asarray(history)
+    if history.ndim != 1 or history.shape[0] < 1:
+        raise ValueError(f"history must be a non-empty 1-D array, received shape {history.shape}.")
+    amax = jnp.max(jnp.abs(jnp.asarray(x))).astype(history.dtype)
+    return jnp.roll(history, -1).at[0].set(amax)
+
+
+def quantize_dequantize(x: Any, scale: Any, dtype: Any, compute_dtype: Any) -> jnp.ndarray:
+    """Rounds `x` through a float8 format with saturation and returns it in `compute_dtype`.
+
+    Values beyond the format's range are clipped to +-max instead of becoming NaN.
+
+    Args:
+      x: the values to round.
+      scale: the dequantization scale `s`.
+      dtype: the float8 format, `"float8_e4m3fn"` or `"float8_e5m2"`.
+      compute_dtype: the dtype of the result and of the division/multiplication.
+
+    Example:
+      >>> quantize_dequantize(jnp.array([1e6, 1.0]), 1.0, "float8_e4m3fn", "float32").tolist()
+      [448.0, 1.0]
+    """
+    fp8 = standardize_dtype(dtype)
+    if not fp8.startswith("float8_"):
+        raise ValueError(f"dtype must be a float8 format such as 'float8_e4m3fn', received {dtype!r}.")
+    compute = standardize_dtype(compute_dtype)
+    if not is_float(compute):
+        raise ValueError(f"compute_dtype must be floating, received {compute_dtype!r}.")
+    limit = float(ml_dtypes.finfo(jnp.dtype(fp8)).max)
+    scale = jnp.asarray(scale).astype(compute)
+    scaled = jnp.clip(jnp.asarray(x).astype(compute) / scale, -limit, limit)
+    return scaled.astype(fp8).astype(compute) * scale
