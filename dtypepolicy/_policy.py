@@ -229,7 +229,7 @@ class QuantizedFloat8DTypePolicy(QuantizedDTypePolicy):
         return self._margin
 
     def _key(self) -> tuple:
-        return super()._key() + (self._amax_history_length, self._margin)
+        return (*super()._key(), self._amax_history_length, self._margin)
 
     def get_config(self) -> dict[str, Any]:
         """Returns a JSON-ready dict that `from_config` turns back into an equal policy."""

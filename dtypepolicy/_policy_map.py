@@ -56,7 +56,9 @@ class DTypePolicyMap(Mapping):
             try:
                 patterns[path] = re.compile(path)
             except re.error as error:
-                raise ValueError(f"policy_map key {path!r} is neither a layer path nor a valid regex: {error}.") from None
+                raise ValueError(
+                    f"policy_map key {path!r} is neither a layer path nor a valid regex: {error}."
+                ) from None
             entries[path] = _as_policy(value, f"policy_map[{path!r}]")
         object.__setattr__(self, "_default", default)
         object.__setattr__(self, "_entries", entries)

@@ -37,8 +37,7 @@ def serialize(policy: Any) -> dict[str, Any]:
     """
     if not isinstance(policy, _policy_types()):
         raise TypeError(
-            f"serialize expects a dtype policy or DTypePolicyMap, received {policy!r} "
-            f"of type {type(policy).__name__}."
+            f"serialize expects a dtype policy or DTypePolicyMap, received {policy!r} of type {type(policy).__name__}."
         )
     return {"class_name": type(policy).__name__, "config": policy.get_config()}
 
@@ -56,8 +55,7 @@ def deserialize(config: dict[str, Any]) -> Any:
     inner = config.get("config")
     if class_name not in _CLASSES:
         raise ValueError(
-            f"Cannot deserialize {config!r}: 'class_name' must be one of {sorted(_CLASSES)}, "
-            f"received {class_name!r}."
+            f"Cannot deserialize {config!r}: 'class_name' must be one of {sorted(_CLASSES)}, received {class_name!r}."
         )
     if not isinstance(inner, dict):
         raise ValueError(f"Cannot deserialize {config!r}: 'config' must be a dict, received {inner!r}.")

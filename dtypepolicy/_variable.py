@@ -52,7 +52,9 @@ def _to_array(value: Any, what: str) -> jnp.ndarray:
     try:
         return jnp.asarray(value)
     except TypeError as error:
-        raise TypeError(f"{what}: cannot convert {value!r} of type {type(value).__name__} to an array ({error}).") from None
+        raise TypeError(
+            f"{what}: cannot convert {value!r} of type {type(value).__name__} to an array ({error})."
+        ) from None
 
 
 class Variable:

@@ -220,6 +220,4 @@ class DynamicLossScale(_Scaling):
         shrunk = jnp.maximum(self.loss_scale / self.factor, self.min_scale)
         loss_scale = jnp.where(finite, jnp.where(grow, grown, self.loss_scale), shrunk)
         counter = jnp.where(finite & ~grow, counter, 0)
-        return dataclasses.replace(
-            self, loss_scale=loss_scale.astype(jnp.float32), counter=counter.astype(jnp.int32)
-        )
+        return dataclasses.replace(self, loss_scale=loss_scale.astype(jnp.float32), counter=counter.astype(jnp.int32))
