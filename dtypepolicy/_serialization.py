@@ -94,7 +94,7 @@ def get(identifier: Any) -> Any:
         return DTypePolicy(standardize_dtype(identifier))
     except TypeError:
         raise TypeError(
-            f"Cannot interpret {identifier!r} of type {type(identifier).__name__} as a dtype "
-            f"policy. Expected None, a DTypePolicy, a DTypePolicyMap, a dict from serialize(), "
-            f"a policy name such as 'mixed_bfloat16', or a dtype such as jnp.bfloat16."
+            f"Expected a dtype policy identifier: None, a DTypePolicy, a DTypePolicyMap, a dict from "
+            f"serialize(), a policy name such as 'mixed_bfloat16', or a dtype such as jnp.bfloat16; "
+            f"received {identifier!r} of type {type(identifier).__name__}."
         ) from None

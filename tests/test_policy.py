@@ -1,0 +1,124 @@
+"""Policy values: dtypes, immutability, equality by meaning, configs."""
+
+import copy
+import pickle
+
+import pytest
+
+import dtypepolicy as dp
+
+
+@pytest.mark.parametrize(
+    ("name", "variable", "compute", "output"),
+    [
+        ("float32", "float32", "float32", None),
+        ("mixed_bfloat16", "float32", "bfloat16", None),
+        ("mixed_float16", "float32", "float16", None),
+        ("bfloat16", "bfloat16", "bfloat16", None),
+        ("p=f32,c=bf16,o=f32", "float32", "bfloat16", "float32"),
+    ],
+)
+def test_dtypes(name, variable, compute, output):
+    policy = dp.DTypePolicy(name)
+    assert (policy.variable_dtype, policy.compute_dtype, policy.output_dtype) == (variable, compute, output)
+    assert policy.quantization_mode is None
+
+
+def test_equal_by_meaning_and_hash_equal():
+    a, b = dp.DTypePolicy("mixed_bfloat16"), dp.DTypePolicy("p=f32,c=bf16")
+    assert a == b and hash(a) == hash(b)
+    assert len({a, b, dp.DTypePolicy("params=float32,compute=bfloat16")}) == 1
+    assert a != dp.DTypePolicy("p=f32,c=bf16,o=f32")
+    assert a != dp.QuantizedDTypePolicy("int8", "mixed_bfloat16")
+    assert a != "mixed_bfloat16"
+
+
+def test_repr_shows_the_name():
+    assert repr(dp.DTypePolicy("p=f32,c=bf16")) == '<DTypePolicy "mixed_bfloat16">'
+    assert "int8_from_float32" in repr(dp.QuantizedDTypePolicy("int8", "float32"))
+
+
+def test_immutable():
+    policy = dp.DTypePolicy("float32")
+    with pytest.raises(AttributeError, match="immutable"):
+        policy._spec = None
+    with pytest.raises(AttributeError, match="immutable"):
+        policy.compute_dtype = "bfloat16"
+    assert policy.compute_dtype == "float32"
+
+
+def test_none_copies_the_current_default():
+    with dp.policy_scope("mixed_float16"):
+        assert dp.DTypePolicy().name == "mixed_float16"
+        assert dp.QuantizedDTypePolicy("int8").name == "int8_from_mixed_float16"
+    with dp.policy_scope("int8_from_mixed_bfloat16"):
+        assert dp.DTypePolicy().name == "mixed_bfloat16"
+    assert dp.DTypePolicy().name == "float32"
+
+
+@pytest.mark.parametrize("bad", [3, None.__class__, ["float32"], b"float32"])
+def test_non_string_name_is_a_type_error(bad):
+    with pytest.raises(TypeError, match="must be a string or None, received"):
+        dp.DTypePolicy(bad)
+
+
+def test_quantized_name_passed_to_plain_class_is_rejected():
+    with pytest.raises(ValueError, match="quantized policy cannot be used here"):
+        dp.DTypePolicy("int8_from_float32")
+
+
+def test_quantized_policies():
+    int8 = dp.QuantizedDTypePolicy("int8", "mixed_bfloat16")
+    assert (int8.name, int8.source_name, int8.quantization_mode) == (
+        "int8_from_mixed_bfloat16",
+        "mixed_bfloat16",
+        "int8",
+    )
+    assert (int8.variable_dtype, int8.compute_dtype) == ("float32", "bfloat16")
+    fp8 = dp.QuantizedFloat8DTypePolicy("float8", "mixed_bfloat16", amax_history_length=16, margin=1)
+    assert (fp8.name, fp8.amax_history_length, fp8.margin) == ("float8_from_mixed_bfloat16", 16, 1)
+    assert dp.QuantizedFloat8DTypePolicy(source_name="float32").amax_history_length == 1024
+    assert fp8 != dp.QuantizedFloat8DTypePolicy("float8", "mixed_bfloat16", amax_history_length=17, margin=1)
+    assert fp8 == dp.QuantizedFloat8DTypePolicy("float8", "p=f32,c=bf16", amax_history_length=16, margin=1)
+
+
+@pytest.mark.parametrize(
+    ("factory", "error", "fragment"),
+    [
+        (lambda: dp.QuantizedDTypePolicy("float8", "float32"), ValueError, "received 'float8'"),
+        (lambda: dp.QuantizedDTypePolicy("int3", "float32"), ValueError, "received 'int3'"),
+        (lambda: dp.QuantizedDTypePolicy(8, "float32"), TypeError, "received 8"),
+        (lambda: dp.QuantizedDTypePolicy("int8", 32), TypeError, "received 32"),
+        (lambda: dp.QuantizedDTypePolicy("int8", "int8_from_float32"), ValueError, "int8_from_float32"),
+        (lambda: dp.QuantizedFloat8DTypePolicy("int8", "float32"), ValueError, "received 'int8'"),
+        (lambda: dp.QuantizedFloat8DTypePolicy(amax_history_length=0), ValueError, "received 0"),
+        (lambda: dp.QuantizedFloat8DTypePolicy(amax_history_length=2.0), TypeError, "received 2.0"),
+        (lambda: dp.QuantizedFloat8DTypePolicy(margin=-1), ValueError, "received -1"),
+        (lambda: dp.QuantizedFloat8DTypePolicy(margin=True), TypeError, "received True"),
+    ],
+)
+def test_quantized_argument_errors(factory, error, fragment):
+    with pytest.raises(error, match=fragment):
+        factory()
+
+
+POLICIES = [
+    dp.DTypePolicy("mixed_bfloat16"),
+    dp.DTypePolicy("p=f32,c=f16,o=f32"),
+    dp.QuantizedDTypePolicy("int8", "bfloat16"),
+    dp.QuantizedFloat8DTypePolicy("float8", "mixed_float16", 8, 2),
+]
+
+
+@pytest.mark.parametrize("policy", POLICIES, ids=repr)
+def test_config_pickle_and_copy_round_trip(policy):
+    assert type(policy).from_config(policy.get_config()) == policy
+    assert pickle.loads(pickle.dumps(policy)) == policy
+    assert copy.deepcopy(policy) is policy
+
+
+def test_from_config_rejects_unknown_keys():
+    with pytest.raises(ValueError, match=r"unknown keys \['units'\]"):
+        dp.DTypePolicy.from_config({"name": "float32", "units": 3})
+    with pytest.raises(TypeError, match="expects a dict, received 'float32'"):
+        dp.DTypePolicy.from_config("float32")
