@@ -54,7 +54,7 @@ def test_is_float(name, floating):
 def test_check_representable_needs_x64_for_64_bit():
     if jax.config.jax_enable_x64:
         pytest.skip("x64 is on")
-    with pytest.raises(ValueError, match="'float64'.*jax_enable_x64"):
+    with pytest.raises(ValueError, match=r"'float64'.*jax_enable_x64"):
         check_representable("float64", "Variable 'w'")
     check_representable("complex64", "Variable 'w'")
     check_representable("bfloat16", "Variable 'w'")

@@ -63,7 +63,7 @@ def test_immutable_and_or_builds_a_new_map():
     policy_map = make_map()
     with pytest.raises(TypeError, match="immutable; cannot set 'head'"):
         policy_map["head"] = "float32"
-    with pytest.raises(TypeError, match="immutable; cannot delete 'encoder/.\\*/norm'"):
+    with pytest.raises(TypeError, match=r"immutable; cannot delete 'encoder/\.\*/norm'"):
         del policy_map["encoder/.*/norm"]
     extended = policy_map | {"head": "float16"}
     assert extended["head"] == F16 and policy_map["head"] != F16

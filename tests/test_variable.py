@@ -225,7 +225,7 @@ def test_constructor_errors(kwargs, error, fragment):
 
 @pytest.mark.skipif(jax.config.jax_enable_x64, reason="x64 is on")
 def test_float64_without_x64_is_a_clear_error():
-    with pytest.raises(ValueError, match="'float64'.*64-bit mode"):
+    with pytest.raises(ValueError, match=r"'float64'.*64-bit mode"):
         dp.Variable(np.ones(2), dtype="float64")
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks and the main report (`python -m benchmarks`)."""

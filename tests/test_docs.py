@@ -1,0 +1,69 @@
+"""Documentation that runs: every python block in docs/ and README, every docstring example."""
+
+import doctest
+import importlib
+import pathlib
+import re
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import dtypepolicy as dp
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PAGES = sorted([*ROOT.glob("docs/*.md"), ROOT / "README.md"])
+BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
+MODULES = [
+    "dtypepolicy",
+    "dtypepolicy._autocast",
+    "dtypepolicy._defaults",
+    "dtypepolicy._dtypes",
+    "dtypepolicy._parse",
+    "dtypepolicy._policy",
+    "dtypepolicy._policy_map",
+    "dtypepolicy._serialization",
+    "dtypepolicy._variable",
+    "dtypepolicy.float8",
+    "dtypepolicy.loss_scale",
+]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
+def test_python_blocks_in_docs_run(page):
+    blocks = BLOCK.findall(page.read_text())
+    assert blocks or page.name == "README.md", f"{page.name} has no python example"
+    for block in blocks:
+        exec(compile(block, str(page), "exec"), {"__name__": "__docs__"})
+        dp.set_dtype_policy(None)
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples_run(name):
+    module = importlib.import_module(name)
+    globs = {"jnp": jnp, "np": np, "dp": dp, **{key: getattr(dp, key) for key in dp.__all__}}
+    result = doctest.testmod(module, extraglobs=globs, optionflags=doctest.ELLIPSIS, verbose=False)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def _public_objects():
+    for name in dp.__all__:
+        obj = getattr(dp, name)
+        yield f"dp.{name}", obj
+        if isinstance(obj, type):
+            for attr, member in vars(obj).items():
+                if not attr.startswith("_") and (callable(member) or isinstance(member, property)):
+                    yield f"dp.{name}.{attr}", member
+    for module in (dp.float8, dp.loss_scale):
+        for name in module.__all__:
+            yield f"{module.__name__}.{name}", getattr(module, name)
+
+
+@pytest.mark.parametrize(
+    ("name", "obj"), list(_public_objects()), ids=lambda value: value if isinstance(value, str) else ""
+)
+def test_every_public_name_has_a_docstring(name, obj):
+    if isinstance(obj, (int, float)):
+        pytest.skip("constants are documented in their module")
+    target = obj.fget if isinstance(obj, property) else getattr(obj, "__func__", obj)
+    assert (getattr(target, "__doc__", None) or "").strip(), f"{name} has no docstring"
