@@ -13,6 +13,7 @@ from dtypepolicy._defaults import dtype_policy, policy_scope, set_dtype_policy
 from dtypepolicy._policy import DTypePolicy, QuantizedDTypePolicy, QuantizedFloat8DTypePolicy
 from dtypepolicy._policy_map import DTypePolicyMap
 from dtypepolicy._serialization import deserialize, get, serialize
+from dtypepolicy._stateless import StatelessScope
 from dtypepolicy._variable import Variable
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "DTypePolicyMap",
     "QuantizedDTypePolicy",
     "QuantizedFloat8DTypePolicy",
+    "StatelessScope",
     "Variable",
     "autocast_scope",
     "deserialize",

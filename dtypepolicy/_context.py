@@ -18,3 +18,8 @@ def scoped(var: ContextVar[T], value: T) -> Iterator[T]:
         yield value
     finally:
         var.reset(token)
+
+
+# The innermost StatelessScope (see _stateless.py). It lives here so that _variable.py can
+# consult it without importing the scope class, which itself needs Variable.
+stateless_scope_var: ContextVar = ContextVar("dtypepolicy_stateless_scope", default=None)

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dtypepolicy._autocast import current_autocast_dtype
+from dtypepolicy._context import stateless_scope_var
 from dtypepolicy._dtypes import check_representable, is_float, standardize_dtype
 
 AGGREGATIONS = ("none", "mean", "sum", "only_first_replica")
@@ -88,6 +89,7 @@ class Variable:
 
     __slots__ = (
         "_value",
+        "_shape",
         "_dtype",
         "_casts",
         "_trainable",
@@ -139,6 +141,7 @@ class Variable:
             raise ValueError(f"Variable {name!r}: the initial value has shape {value.shape}, expected shape {shape}.")
         set_ = object.__setattr__
         set_(self, "_value", value.astype(storage_dtype))
+        set_(self, "_shape", tuple(value.shape))
         set_(self, "_dtype", storage_dtype)
         set_(self, "_casts", bool(autocast) and is_float(storage_dtype))
         set_(self, "_trainable", trainable)
@@ -167,8 +170,9 @@ class Variable:
     # --- reading -------------------------------------------------------------------------
 
     def _read_storage(self) -> jnp.ndarray:
-        """The stored array, never cast."""
-        return self._value
+        """The stored array (or the active StatelessScope's value for it), never cast."""
+        scope = stateless_scope_var.get()
+        return self._value if scope is None else scope.read(self)
 
     @property
     def value(self) -> jnp.ndarray:
@@ -187,7 +191,11 @@ class Variable:
     # --- writing -------------------------------------------------------------------------
 
     def _store(self, new: jnp.ndarray) -> jnp.ndarray:
-        object.__setattr__(self, "_value", new)
+        scope = stateless_scope_var.get()
+        if scope is None:
+            object.__setattr__(self, "_value", new)
+        else:
+            scope.write(self, new)
         return new
 
     def assign(self, value: Any) -> jnp.ndarray:
@@ -235,8 +243,8 @@ class Variable:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        """The shape."""
-        return tuple(self._value.shape)
+        """The shape (fixed at creation)."""
+        return self._shape
 
     @property
     def ndim(self) -> int:

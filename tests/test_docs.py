@@ -23,6 +23,7 @@ MODULES = [
     "dtypepolicy._policy",
     "dtypepolicy._policy_map",
     "dtypepolicy._serialization",
+    "dtypepolicy._stateless",
     "dtypepolicy._variable",
     "dtypepolicy.float8",
     "dtypepolicy.loss_scale",
