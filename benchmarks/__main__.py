@@ -31,9 +31,8 @@ def _autocast() -> None:
     weight = dp.Variable(jnp.full((4,), 1.0009766), name="kernel")
     with dp.autocast_scope("bfloat16"):
         read = weight.value
-    print(
-        f"  stored {weight.dtype} {float(weight._read_storage()[0]):.7f}; read in bf16 scope {read.dtype} {float(read[0]):.7f}"
-    )
+    stored = float(weight._read_storage()[0])
+    print(f"  stored {weight.dtype} {stored:.7f}; read in bf16 scope {read.dtype} {float(read[0]):.7f}")
 
 
 def _master_weight_drift(steps: int = 1000, update: float = 1e-4) -> None:
@@ -54,16 +53,14 @@ def _loss_scale() -> None:
     adjust = jax.jit(lambda scale, finite: scale.adjust(finite))
     for finite in [True, True, False, True]:
         loss_scale = adjust(loss_scale, jnp.asarray(finite))
-        print(
-            f"  grads finite={finite!s:5} -> scale={float(loss_scale.loss_scale):9.1f} counter={int(loss_scale.counter)}"
-        )
+        scale, counter = float(loss_scale.loss_scale), int(loss_scale.counter)
+        print(f"  grads finite={finite!s:5} -> scale={scale:9.1f} counter={counter}")
 
 
 def main() -> None:
     """Prints the report."""
-    print(
-        f"dtypepolicy {dp.__version__} | jax {jax.__version__} | {jax.devices()[0].platform} | {platform.processor() or platform.machine()}"
-    )
+    machine = platform.processor() or platform.machine()
+    print(f"dtypepolicy {dp.__version__} | jax {jax.__version__} | {jax.devices()[0].platform} | {machine}")
     _policies()
     _autocast()
     _master_weight_drift()

@@ -1,7 +1,22 @@
 """layers: a Keras-style Layer API on top of the dtypepolicy engine.
 
-The Layer base class and built-in layers arrive with the "Layer base class" and
-"Built-in layers" issues; this package is shipped now so the distribution layout is final.
+Example:
+  >>> import layers
+  >>> layer = layers.Layer(name="identity")
+  >>> layer.dtype_policy.name
+  'float32'
 """
 
-__all__: list[str] = []
+from layers import activations, constraints, initializers, ops, regularizers
+from layers._input_spec import InputSpec
+from layers._layer import Layer
+
+__all__ = [
+    "InputSpec",
+    "Layer",
+    "activations",
+    "constraints",
+    "initializers",
+    "ops",
+    "regularizers",
+]

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import dtypepolicy as dp
+import layers
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PAGES = sorted([*ROOT.glob("docs/*.md"), ROOT / "README.md"])
@@ -27,6 +28,11 @@ MODULES = [
     "dtypepolicy._variable",
     "dtypepolicy.float8",
     "dtypepolicy.loss_scale",
+    "layers",
+    "layers._input_spec",
+    "layers._layer",
+    "layers._metrics",
+    "layers.ops",
 ]
 
 
@@ -55,6 +61,13 @@ def _public_objects():
             for attr, member in vars(obj).items():
                 if not attr.startswith("_") and (callable(member) or isinstance(member, property)):
                     yield f"dp.{name}.{attr}", member
+    for name in layers.__all__:
+        obj = getattr(layers, name)
+        if isinstance(obj, type):
+            yield f"layers.{name}", obj
+            for attr, member in vars(obj).items():
+                if not attr.startswith("_") and (callable(member) or isinstance(member, property)):
+                    yield f"layers.{name}.{attr}", member
     for module in (dp.float8, dp.loss_scale):
         for name in module.__all__:
             yield f"{module.__name__}.{name}", getattr(module, name)

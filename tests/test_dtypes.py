@@ -38,7 +38,11 @@ def test_unknown_names(bad):
         standardize_dtype(bad)
 
 
-@pytest.mark.parametrize("bad", [None, 3, 1.5, True, object(), np.dtype("U4"), [1]], ids=repr)
+@pytest.mark.parametrize(
+    "bad",
+    [None, 3, 1.5, True, object(), np.dtype("U4"), [1]],
+    ids=lambda value: "object" if type(value) is object else repr(value),
+)
 def test_non_dtypes(bad):
     with pytest.raises(TypeError, match="received"):
         standardize_dtype(bad)

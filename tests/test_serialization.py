@@ -50,7 +50,11 @@ def test_get_none_is_the_current_default_and_objects_pass_through():
     assert dp.get(policy_map) is policy_map
 
 
-@pytest.mark.parametrize("bad", [3, 2.5, True, ["float32"], object(), np.dtype("O"), np.dtype("U3")], ids=repr)
+@pytest.mark.parametrize(
+    "bad",
+    [3, 2.5, True, ["float32"], object(), np.dtype("O"), np.dtype("U3")],
+    ids=lambda value: "object" if type(value) is object else repr(value),
+)
 def test_get_wrong_type_names_the_value(bad):
     with pytest.raises(TypeError, match="dtype policy identifier") as info:
         dp.get(bad)

@@ -1,0 +1,236 @@
+"""What `Layer.__call__`, `Layer.build` and `Layer.stateless_call` do, step by step.
+
+Kept out of the Layer class so that the class reads as the contract and this module as the
+mechanism. The order of `run` is the contract of SPEC §4.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+import dtypepolicy as dp
+from dtypepolicy._dtypes import is_float
+from layers import _call_context, _inputs, _masking, _signature
+from layers._input_spec import check_input_spec
+
+
+def _first_argument(layer: Any, args: tuple, kwargs: dict) -> Any:
+    """The call's main input: the first positional argument, else the first call parameter."""
+    if args:
+        return args[0]
+    parameters = _signature.call_signature(type(layer).call).signature.parameters
+    for name in parameters:
+        if name in kwargs:
+            return kwargs[name]
+    return None
+
+
+def _read_variables(tree: Any) -> Any:
+    return jax.tree.map(
+        lambda leaf: leaf.value if isinstance(leaf, dp.Variable) else leaf,
+        tree,
+        is_leaf=lambda leaf: isinstance(leaf, dp.Variable),
+    )
+
+
+def _describe(args: tuple, kwargs: dict) -> str:
+    shapes = _inputs.shapes_of((args, {k: v for k, v in kwargs.items() if k not in ("training", "mask")}))
+    return f"positional argument shapes {shapes[0]}" + (f", keyword arguments {shapes[1]}" if shapes[1] else "")
+
+
+def _note_failure(error: BaseException, layer: Any, args: tuple, kwargs: dict) -> None:
+    # Only the innermost layer adds a note: that is where the failure happened.
+    if getattr(error, "_layers_noted", False):
+        return
+    built_for = getattr(layer, "_build_shapes", None)
+    built = f"; the layer was built for input shapes {built_for}" if built_for is not None else ""
+    error.add_note(
+        f"Raised while calling layer {layer.path!r} ({type(layer).__name__}) with {_describe(args, kwargs)}{built}."
+    )
+    with contextlib.suppress(AttributeError):  # exceptions with __slots__ take no attributes
+        error._layers_noted = True
+
+
+def run(layer: Any, args: tuple, kwargs: dict) -> Any:
+    """`Layer.__call__`: the whole call pipeline."""
+    layer._check_initialized()
+    _inputs.check_positional(args, layer.name)
+    signature = _signature.call_signature(type(layer).call)
+    policy = layer.dtype_policy
+    compute = policy.compute_dtype
+    casting = layer.autocast and is_float(compute)
+
+    # 1. inputs: NumPy to JAX, floating arrays to the input dtype.
+    kwargs = dict(kwargs)
+    training = kwargs.pop("training", None)
+    explicit_mask = kwargs.pop("mask", None)
+    args, kwargs = _inputs.convert_inputs((args, kwargs), compute if casting and layer._autocast_inputs else None)
+    first = _first_argument(layer, args, kwargs)
+
+    # 2. input_spec, 3. build.
+    check_input_spec(layer.input_spec, first, layer.name)
+    if not layer.built:
+        build_from_arguments(layer, args, kwargs)
+
+    # 4. training and mask: explicit, else inherited from the enclosing call, else the default.
+    context = _call_context.current_call_context()
+    if training is None and context is not None:
+        training = context.training
+    if training is None and signature.accepts_training:
+        training = signature.training_default
+    if signature.accepts_training and training is not None:
+        kwargs["training"] = training
+    mask = _masking.mask_of(first) if explicit_mask is None else explicit_mask
+    if signature.accepts_mask and mask is not None:
+        kwargs["mask"] = mask
+
+    # 5. the call, under this layer's own autocast scope; the outermost call is a transaction.
+    top_level = context is None
+    saved_losses = layer._clear_losses() if top_level else None
+    transaction = dp.StatelessScope() if top_level else None
+    try:
+        with (
+            transaction or contextlib.nullcontext(),
+            _call_context.call_context(training, layer if top_level else context.entry_layer),
+            dp.autocast_scope(compute if casting else None),
+        ):
+            outputs = _read_variables(layer.call(*args, **kwargs))
+        outputs = _finish_outputs(layer, policy, outputs, first, mask)
+    except BaseException as error:
+        if top_level:
+            for owner, losses in saved_losses:
+                object.__setattr__(owner, "_losses", losses)
+        if isinstance(error, Exception):
+            _note_failure(error, layer, args, kwargs)
+        raise
+    if top_level:
+        transaction.commit()
+    return outputs
+
+
+def _finish_outputs(layer: Any, policy: Any, outputs: Any, first: Any, mask: Any) -> Any:
+    """Steps 6 to 8: output dtype, activity regularization, output masks."""
+    if policy.output_dtype is not None and is_float(policy.output_dtype):
+        outputs = _inputs.cast_floating(outputs, policy.output_dtype)
+    regularizer = layer.activity_regularizer
+    if regularizer is not None:
+        for leaf in jax.tree.leaves(outputs):
+            if isinstance(leaf, jax.Array) and is_float(leaf.dtype):
+                layer.add_loss(regularizer(leaf.astype("float32")))
+    if layer.supports_masking:
+        _masking.attach_masks(outputs, layer.compute_mask(first, mask))
+    return outputs
+
+
+# --- build ---------------------------------------------------------------------------------
+
+
+def _build_shapes(layer: Any, args: tuple, kwargs: dict) -> tuple:
+    """The shapes to pass to `build`, matched to its parameters."""
+    parameters = _signature.build_parameters(type(layer).build)
+    if not parameters:
+        return ()
+    bound = _signature.call_signature(type(layer).call).bind(args, kwargs)
+    tensors = [value for value in bound.values() if any(map(_inputs.is_array_like, jax.tree.leaves(value)))]
+    shapes = []
+    for index, name in enumerate(parameters):
+        argument = name[: -len("_shape")] if name.endswith("_shape") else None
+        if argument in bound:
+            shapes.append(_inputs.shapes_of(bound[argument]))
+        elif index < len(tensors):
+            shapes.append(_inputs.shapes_of(tensors[index]))
+        elif index == 0:
+            shapes.append(None)
+        else:
+            break
+    return tuple(shapes)
+
+
+def build_from_arguments(layer: Any, args: tuple, kwargs: dict) -> None:
+    """Builds `layer` from the shapes of the call arguments."""
+    layer.build(*_build_shapes(layer, args, kwargs))
+
+
+def wrap_build(build: Callable) -> Callable:
+    """Makes a subclass's `build` mark the layer built and locked, or roll back on error."""
+
+    @functools.wraps(build)
+    def building(layer: Any, *args: Any, **kwargs: Any) -> Any:
+        layer._check_initialized()
+        if layer.__dict__.get("_building", False):
+            return build(layer, *args, **kwargs)  # a super().build() inside a build
+        snapshot = dict(layer.__dict__)
+        own_variables, own_layers = list(layer._own_variables), list(layer._own_layers)
+        object.__setattr__(layer, "_building", True)
+        try:
+            result = build(layer, *args, **kwargs)
+        except BaseException:
+            layer.__dict__.clear()
+            layer.__dict__.update(snapshot)
+            layer._own_variables[:] = own_variables
+            layer._own_layers[:] = own_layers
+            raise
+        object.__setattr__(layer, "_building", False)
+        object.__setattr__(layer, "built", True)
+        object.__setattr__(layer, "_locked", True)
+        object.__setattr__(layer, "_build_shapes", args[0] if len(args) == 1 else args)
+        return result
+
+    building._wraps_build = True
+    return building
+
+
+# --- stateless_call --------------------------------------------------------------------------
+
+
+def _check_values(values: Any, variables: list, what: str, layer: Any) -> list:
+    if not isinstance(values, (list, tuple)):
+        raise TypeError(f"stateless_call: {what} must be a list of arrays, received {type(values).__name__}.")
+    if len(values) != len(variables):
+        raise ValueError(
+            f"stateless_call on layer {layer.name!r}: expected {len(variables)} {what} (one per variable in "
+            f"layer.{what}), received {len(values)}."
+        )
+    return list(values)
+
+
+def stateless_call(
+    layer: Any, trainable_values: Any, non_trainable_values: Any, args: tuple, kwargs: dict, return_losses: bool
+) -> Any:
+    """`Layer.stateless_call`: the call pipeline as a pure function of variable values."""
+    if not layer.built:
+        raise ValueError(
+            f"Layer {layer.name!r} must be built before stateless_call, so that its variables exist. "
+            f"Call it once on example data or call build(input_shape)."
+        )
+    trainable, non_trainable = layer.trainable_variables, layer.non_trainable_variables
+    mapping = list(
+        zip(trainable, _check_values(trainable_values, trainable, "trainable_variables", layer), strict=True)
+    )
+    mapping += zip(
+        non_trainable,
+        _check_values(non_trainable_values, non_trainable, "non_trainable_variables", layer),
+        strict=True,
+    )
+    saved_losses = layer._clear_losses()
+    saved_metrics = {id(m): (m, m._total, m._count) for m in layer.metrics}
+    metric_tables = [(owner, dict(owner._metrics_by_name)) for owner in layer._flatten_layers()]
+    try:
+        with dp.StatelessScope(mapping) as scope:
+            outputs = run(layer, args, kwargs)
+            losses = layer.losses if return_losses else None
+        new_values = [scope.get_current_value(variable) for variable in non_trainable]
+    finally:
+        for owner, losses_before in saved_losses:
+            object.__setattr__(owner, "_losses", losses_before)
+        for owner, table in metric_tables:
+            owner._metrics_by_name.clear()
+            owner._metrics_by_name.update(table)
+        for metric, total, count in saved_metrics.values():
+            metric._total, metric._count = total, count
+    return (outputs, new_values, losses) if return_losses else (outputs, new_values)

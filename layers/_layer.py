@@ -1,0 +1,547 @@
+"""Layer: the base class every layer inherits, wired to the dtype policy engine."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import jax
+import numpy as np
+
+import dtypepolicy as dp
+from dtypepolicy._dtypes import is_float, standardize_dtype
+from layers import _call_pipeline, _config, _names, _shapes, _tracking, constraints, initializers, regularizers
+from layers._metrics import Metric
+
+# Framework attributes that hold state but must not be tracked as the layer's own state.
+_UNTRACKED = frozenset({"_parent", "_own_variables", "_own_layers", "_losses", "_metrics_by_name"})
+_QUANTIZATION_MODES = ("int8", "int4", "float8")
+# Constructor arguments the base class serializes itself (a policy map is not a plain value).
+_BASE_CONFIG_KEYS = frozenset({"name", "trainable", "dtype", "autocast", "activity_regularizer"})
+
+
+def _resolve_initializer(identifier: Any, dtype: str) -> Any:
+    if identifier is None:
+        identifier = "glorot_uniform" if is_float(dtype) else "zeros"
+    return initializers.get(identifier)
+
+
+class Layer(_tracking.Trackable):
+    """The base class of all layers: state (weights) plus computation (`call`).
+
+    Subclasses create weights in `__init__` or in `build(input_shape)`, which the first call
+    runs, and compute in `call`. Calling the layer runs the pipeline: convert and autocast the
+    inputs, check `input_spec`, build, resolve `training` and `mask`, run `call` under the
+    layer's autocast scope, cast outputs to the policy's `output_dtype`, add activity
+    regularization losses and attach output masks.
+
+    Args:
+      activity_regularizer: a regularizer applied to the outputs, added to `losses`.
+      trainable: whether the layer's weights are trained.
+      dtype: a policy, policy name, dtype-like or `DTypePolicyMap`; None keeps the default
+        current at construction (or follows an explicit parent policy).
+      autocast: whether inputs and variable reads are cast to the compute dtype.
+      name: the layer name; defaults to the class name in snake_case, made unique.
+
+    Example:
+      >>> from layers import Layer, ops
+      >>> class Scale(Layer):
+      ...     def build(self, input_shape):
+      ...         self.factor = self.add_weight(shape=(), initializer="ones")
+      ...     def call(self, x):
+      ...         return x * self.factor
+      >>> layer = Scale(dtype="mixed_bfloat16")
+      >>> layer(np.ones((2, 3))).dtype, layer.factor.dtype
+      (dtype(bfloat16), 'float32')
+    """
+
+    # Input casting can be switched off by layers that must see the raw input dtype
+    # (normalization layers compute their statistics in float32 from whatever arrives).
+    _autocast_inputs = True
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Layer:
+        instance = super().__new__(cls)
+        object.__setattr__(instance, "_auto_config", _config.capture_arguments(cls, args, kwargs, _BASE_CONFIG_KEYS))
+        return instance
+
+    def __init__(
+        self,
+        activity_regularizer: Any = None,
+        trainable: bool = True,
+        dtype: Any = None,
+        autocast: bool = True,
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if kwargs:
+            raise TypeError(
+                f"Unrecognized keyword arguments passed to {type(self).__name__}: {kwargs}. "
+                f"Layer accepts activity_regularizer, trainable, dtype, autocast and name."
+            )
+        if not isinstance(trainable, bool):
+            raise TypeError(f"trainable must be a bool, received {trainable!r}.")
+        if not isinstance(autocast, bool):
+            raise TypeError(f"autocast must be a bool, received {autocast!r}.")
+        name = _names.unique_name(_names.snake_case(type(self).__name__)) if name is None else _names.check_name(name)
+        explicit = None if dtype is None else dp.get(dtype)
+        set_ = object.__setattr__
+        set_(self, "_name", name)
+        set_(self, "_parent", None)
+        set_(self, "_own_variables", [])
+        set_(self, "_own_layers", [])
+        set_(self, "_losses", [])
+        set_(self, "_metrics_by_name", {})
+        set_(self, "_explicit_dtype", explicit)
+        set_(self, "_default_policy", dp.dtype_policy())
+        set_(self, "_trainable", trainable)
+        set_(self, "_autocast", autocast)
+        set_(self, "_activity_regularizer", regularizers.get(activity_regularizer))
+        set_(self, "_locked", False)
+        set_(self, "built", False)
+        set_(self, "input_spec", None)
+        set_(self, "supports_masking", type(self).compute_mask is not Layer.compute_mask)
+
+    # --- tracking ------------------------------------------------------------------------
+
+    def _check_initialized(self) -> None:
+        if "_own_variables" not in self.__dict__:
+            raise RuntimeError(
+                f"{type(self).__name__}.__init__ must call super().__init__() before it creates "
+                f"state or the layer is used."
+            )
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        has_state = _tracking.contains_state(value)
+        # Lists and dicts are wrapped even when empty: state appended to them later must be seen.
+        wrap_container = type(value) in (list, dict) and "_own_variables" in self.__dict__
+        if name in _UNTRACKED or not (has_state or wrap_container):
+            object.__setattr__(self, name, value)
+            return
+        self._check_initialized()
+        self._track(value)
+        object.__setattr__(self, name, _tracking.wrap(value, self))
+
+    def __delattr__(self, name: str) -> None:
+        value = self.__dict__.get(name)
+        object.__delattr__(self, name)
+        for item in _tracking.iter_state(value):
+            holder = self._own_variables if isinstance(item, dp.Variable) else self._own_layers
+            if any(entry is item for entry in holder):
+                holder[:] = [entry for entry in holder if entry is not item]
+
+    def _track(self, value: Any) -> None:
+        """Records every new Variable and Layer in `value` as this layer's own state."""
+        new = [
+            item
+            for item in _tracking.iter_state(value)
+            if item is not self
+            and not any(entry is item for entry in (self._own_variables, self._own_layers)[isinstance(item, Layer)])
+        ]
+        if new and self._locked:
+            raise ValueError(
+                f"Layer {self.name!r} is already built; it cannot take new state "
+                f"({', '.join(getattr(item, 'path', repr(item)) for item in new)}). Create variables and "
+                f"sublayers in __init__ or build()."
+            )
+        for item in new:
+            if isinstance(item, Layer):
+                item._check_initialized()
+                self._own_layers.append(item)
+                if item._parent is None:
+                    object.__setattr__(item, "_parent", self)
+                    item._update_paths()
+            else:
+                self._own_variables.append(item)
+                if item.path == item.name:
+                    item._set_path(f"{self.path}/{item.name}")
+
+    def _update_paths(self) -> None:
+        for variable in self._own_variables:
+            variable._set_path(f"{self.path}/{variable.name}")
+        for layer in self._own_layers:
+            if layer._parent is self:
+                layer._update_paths()
+
+    @contextlib.contextmanager
+    def _unlocked(self) -> Iterator[None]:
+        """Lets a built layer take new state (used by quantize)."""
+        locked = self._locked
+        object.__setattr__(self, "_locked", False)
+        try:
+            yield
+        finally:
+            object.__setattr__(self, "_locked", locked)
+
+    def _flatten_layers(self, include_self: bool = True) -> list[Layer]:
+        """This layer and every layer inside it, depth first, each once."""
+        result, seen, stack = [], set(), [self]
+        while stack:
+            layer = stack.pop()
+            if id(layer) in seen:
+                continue
+            seen.add(id(layer))
+            result.append(layer)
+            stack.extend(reversed(layer._own_layers))
+        return result if include_self else result[1:]
+
+    # --- names, paths and policies -------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The layer name."""
+        return self._name
+
+    @property
+    def path(self) -> str:
+        """The layer's path from the outermost layer tracking it: `"encoder/block_0/dense"`."""
+        return self._name if self._parent is None else f"{self._parent.path}/{self._name}"
+
+    @property
+    def dtype_policy(self) -> dp.DTypePolicy:
+        """The policy in force for this layer (settable)."""
+        layer = self
+        while layer is not None:
+            source = layer._explicit_dtype
+            if source is not None:
+                return source[self.path] if isinstance(source, dp.DTypePolicyMap) else source
+            layer = layer._parent
+        return self._default_policy
+
+    @dtype_policy.setter
+    def dtype_policy(self, value: Any) -> None:
+        object.__setattr__(self, "_explicit_dtype", dp.get(value))
+
+    @property
+    def dtype(self) -> str:
+        """The dtype of the layer's weights (alias of `variable_dtype`)."""
+        return self.dtype_policy.variable_dtype
+
+    @property
+    def variable_dtype(self) -> str:
+        """The dtype of the layer's weights."""
+        return self.dtype_policy.variable_dtype
+
+    @property
+    def compute_dtype(self) -> str:
+        """The dtype the layer computes in."""
+        return self.dtype_policy.compute_dtype
+
+    @property
+    def input_dtype(self) -> str:
+        """The dtype floating inputs are cast to."""
+        return self.dtype_policy.compute_dtype
+
+    @property
+    def quantization_mode(self) -> str | None:
+        """The policy's quantization mode, or None."""
+        return self.dtype_policy.quantization_mode
+
+    @property
+    def autocast(self) -> bool:
+        """Whether inputs and variable reads are cast to the compute dtype."""
+        return self._autocast
+
+    @property
+    def activity_regularizer(self) -> Any:
+        """The regularizer applied to outputs, or None."""
+        return self._activity_regularizer
+
+    @activity_regularizer.setter
+    def activity_regularizer(self, value: Any) -> None:
+        object.__setattr__(self, "_activity_regularizer", regularizers.get(value))
+
+    @property
+    def dynamic(self) -> bool:
+        """Always False: every layer can be traced by JAX."""
+        return False
+
+    @property
+    def input(self) -> Any:
+        """Not available: layers here have no symbolic graph (see docs/layer.md)."""
+        raise AttributeError(
+            f"Layer {self.name!r} has no symbolic input: layers are called on arrays, eagerly or under "
+            f"JAX tracing, and do not remember them. Keep a reference to the arrays you pass."
+        )
+
+    @property
+    def output(self) -> Any:
+        """Not available: layers here have no symbolic graph (see docs/layer.md)."""
+        raise AttributeError(
+            f"Layer {self.name!r} has no symbolic output: keep a reference to the arrays the call returns."
+        )
+
+    # --- weights -------------------------------------------------------------------------
+
+    def add_weight(
+        self,
+        shape: Any = None,
+        initializer: Any = None,
+        dtype: Any = None,
+        trainable: bool = True,
+        autocast: bool = True,
+        regularizer: Any = None,
+        constraint: Any = None,
+        aggregation: str = "none",
+        overwrite_with_gradient: bool = False,
+        name: str | None = None,
+    ) -> dp.Variable:
+        """Creates a variable owned by this layer.
+
+        Args:
+          shape: the shape; `()` when None.
+          initializer: an initializer, its name (`"random_normal"`) or a callable
+            `(shape, dtype) -> array`; defaults to `"glorot_uniform"` for floating dtypes and
+            `"zeros"` otherwise.
+          dtype: the storage dtype; defaults to the layer's `variable_dtype`.
+          trainable: whether optimizers update it.
+          autocast: whether reads inside `call` follow the compute dtype.
+          regularizer: a regularizer (or its name) whose value joins `losses`.
+          constraint: a constraint (or its name) applied after optimizer updates.
+          aggregation: `"none"`, `"mean"`, `"sum"` or `"only_first_replica"`.
+          overwrite_with_gradient: optimizers assign the gradient instead of applying it.
+          name: the variable name; its `path` is `"<layer path>/<name>"`.
+
+        Returns:
+          The new `dtypepolicy.Variable`.
+        """
+        self._check_initialized()
+        dtype = self.variable_dtype if dtype is None else standardize_dtype(dtype)
+        variable = dp.Variable(
+            _resolve_initializer(initializer, dtype),
+            shape=() if shape is None else shape,
+            dtype=dtype,
+            trainable=trainable,
+            autocast=autocast,
+            aggregation=aggregation,
+            name=name,
+            overwrite_with_gradient=overwrite_with_gradient,
+            regularizer=regularizers.get(regularizer),
+            constraint=constraints.get(constraint),
+        )
+        self._track(variable)
+        return variable
+
+    @property
+    def trainable(self) -> bool:
+        """Whether the layer's weights are trained (settable, applies to sublayers)."""
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise TypeError(f"trainable must be a bool, received {value!r}.")
+        for layer in self._flatten_layers():
+            object.__setattr__(layer, "_trainable", value)
+
+    @property
+    def variables(self) -> list[dp.Variable]:
+        """Every variable of this layer and its sublayers, own variables first, in tracking order."""
+        return _tracking.unique(v for layer in self._flatten_layers() for v in layer._own_variables)
+
+    @property
+    def trainable_weights(self) -> list[dp.Variable]:
+        """Variables updated by backpropagation (none when the layer is not trainable)."""
+        if not self._trainable:
+            return []
+        own = [v for v in self._own_variables if v.trainable]
+        return _tracking.unique([*own, *(v for layer in self._own_layers for v in layer.trainable_weights)])
+
+    @property
+    def non_trainable_weights(self) -> list[dp.Variable]:
+        """Variables not updated by backpropagation."""
+        trainable = {id(v) for v in self.trainable_weights}
+        return [v for v in self.variables if id(v) not in trainable]
+
+    @property
+    def weights(self) -> list[dp.Variable]:
+        """`trainable_weights` followed by `non_trainable_weights`."""
+        return self.trainable_weights + self.non_trainable_weights
+
+    @property
+    def trainable_variables(self) -> list[dp.Variable]:
+        """Same as `trainable_weights`."""
+        return self.trainable_weights
+
+    @property
+    def non_trainable_variables(self) -> list[dp.Variable]:
+        """Same as `non_trainable_weights`."""
+        return self.non_trainable_weights
+
+    def get_weights(self) -> list[np.ndarray]:
+        """The values of `weights` as NumPy arrays, in their storage dtypes."""
+        return [np.asarray(v._read_storage()) for v in self.weights]
+
+    def set_weights(self, weights: Any) -> None:
+        """Sets `weights` from arrays in the order `get_weights` returns; all or nothing."""
+        variables = self.weights
+        if not isinstance(weights, (list, tuple)):
+            raise TypeError(f"set_weights expects a list of arrays, received {type(weights).__name__}.")
+        if len(weights) != len(variables):
+            raise ValueError(
+                f"Layer {self.name!r} expects {len(variables)} weight arrays, received {len(weights)}. "
+                f"Expected shapes: {[v.shape for v in variables]}."
+            )
+        for variable, value in zip(variables, weights, strict=True):
+            if tuple(np.shape(value)) != variable.shape:
+                raise ValueError(
+                    f"Layer {self.name!r}: weight {variable.path!r} has shape {variable.shape}, but the "
+                    f"value given for it has shape {tuple(np.shape(value))}."
+                )
+        for variable, value in zip(variables, weights, strict=True):
+            variable.assign(value)
+
+    def count_params(self) -> int:
+        """The number of scalars in `weights`."""
+        if not self.built:
+            raise ValueError(
+                f"count_params() needs the weights of layer {self.name!r}, but the layer is not built. "
+                f"Call it on data or call build(input_shape) first."
+            )
+        return sum(v.size for v in self.weights)
+
+    # --- losses and metrics --------------------------------------------------------------
+
+    def add_loss(self, loss: Any) -> None:
+        """Adds a scalar loss (or a zero-argument callable returning one) to `losses`.
+
+        Floating losses are kept in float32, whatever dtype the layer computes in.
+        """
+        self._losses.append(loss if callable(loss) else _as_float32(loss))
+
+    def _own_losses(self) -> list[Any]:
+        losses = [_as_float32(loss()) if callable(loss) else loss for loss in self._losses]
+        for variable in self._own_variables:
+            if variable.regularizer is not None and self._trainable and variable.trainable:
+                losses.append(_as_float32(variable.regularizer(variable._read_storage().astype("float32"))))
+        return losses
+
+    @property
+    def losses(self) -> list[Any]:
+        """Losses from `add_loss`, activity and weight regularizers, of this layer and sublayers."""
+        return [loss for layer in self._flatten_layers() for loss in layer._own_losses()]
+
+    def _clear_losses(self) -> list[tuple[Layer, list]]:
+        saved = []
+        for layer in self._flatten_layers():
+            saved.append((layer, layer._losses))
+            object.__setattr__(layer, "_losses", [])
+        return saved
+
+    def add_metric(self, value: Any, name: str | None = None, aggregation: str = "mean") -> None:
+        """Reports a value to the metric `name` (a running mean, or sum), listed in `metrics`."""
+        if name is None:
+            name = _names_for_metric(self)
+        metric = self._metrics_by_name.get(name)
+        if metric is None:
+            metric = self._metrics_by_name[name] = Metric(name, aggregation)
+        metric.update(value)
+
+    @property
+    def metrics(self) -> list[Metric]:
+        """Metrics reported with `add_metric` by this layer and its sublayers."""
+        return [m for layer in self._flatten_layers() for m in layer._metrics_by_name.values()]
+
+    # --- the call pipeline ---------------------------------------------------------------
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        build = cls.__dict__.get("build")
+        if build is not None and not getattr(build, "_wraps_build", False):
+            cls.build = _call_pipeline.wrap_build(build)
+
+    def build(self, input_shape: Any = None) -> None:
+        """Creates weights that depend on the input shape; runs before the first call.
+
+        Overrides create weights with `add_weight` and sublayers; the layer is marked built
+        (and closed to new state) when the outermost `build` returns, and rolled back if it
+        raises.
+        """
+
+    def call(self, *args: Any, **kwargs: Any) -> Any:
+        """The computation; subclasses override it."""
+        raise NotImplementedError(f"Layer {type(self).__name__} does not implement call().")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Runs the call pipeline (see the class docstring)."""
+        return _call_pipeline.run(self, args, kwargs)
+
+    def compute_mask(self, inputs: Any, mask: Any = None) -> Any:
+        """The mask of the outputs: the input mask when the layer supports masking, else None."""
+        return mask if self.supports_masking else None
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        """The output shape for an input shape (None entries allowed), found by tracing."""
+        return _shapes.compute_output_shape(self, input_shape)
+
+    def compute_output_signature(self, input_signature: Any) -> Any:
+        """`jax.ShapeDtypeStruct`s of the outputs for input structs; dtypes follow the policy."""
+        return _shapes.compute_output_signature(self, input_signature)
+
+    def stateless_call(
+        self,
+        trainable_variables: Any,
+        non_trainable_variables: Any,
+        *args: Any,
+        return_losses: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        """Calls the layer as a pure function of the given variable values.
+
+        Returns `(outputs, non_trainable_values)`, plus the list of losses when
+        `return_losses=True`. The layer and its variables are left untouched, so this works
+        under `jax.jit`, `jax.grad` and `jax.vmap`.
+        """
+        return _call_pipeline.stateless_call(
+            self, trainable_variables, non_trainable_variables, args, kwargs, return_losses
+        )
+
+    def quantize(self, mode: str) -> None:
+        """Quantizes the layer's weights; layers without a quantization strategy raise."""
+        if mode not in _QUANTIZATION_MODES:
+            raise ValueError(f"quantize mode must be one of {_QUANTIZATION_MODES}, received {mode!r}.")
+        raise NotImplementedError(f"Layer {type(self).__name__} ({self.name!r}) does not support quantize({mode!r}).")
+
+    # --- configs -------------------------------------------------------------------------
+
+    def get_config(self) -> dict[str, Any]:
+        """The constructor arguments that re-create this layer (weights not included)."""
+        source = self._explicit_dtype if isinstance(self._explicit_dtype, dp.DTypePolicyMap) else self.dtype_policy
+        config: dict[str, Any] = {"name": self.name, "trainable": self.trainable, "dtype": dp.serialize(source)}
+        if not self._autocast:
+            config["autocast"] = False
+        if self._activity_regularizer is not None:
+            config["activity_regularizer"] = regularizers.serialize(self._activity_regularizer)
+        if type(self).__init__ is not Layer.__init__:
+            captured = self._auto_config
+            if captured is None:
+                raise NotImplementedError(
+                    f"Layer {type(self).__name__} has constructor arguments that are not plain values; "
+                    f"override get_config() (and from_config() if the keys differ)."
+                )
+            config = {**captured, **config}
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Layer:
+        """Creates a layer from the output of `get_config`."""
+        return cls(**_config.check_config(cls, config))
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} name={self.name}, built={self.built}>"
+
+
+def _as_float32(value: Any) -> Any:
+    array = jax.numpy.asarray(value)
+    return array.astype("float32") if is_float(array.dtype) and array.dtype != np.float32 else array
+
+
+def _names_for_metric(layer: Layer) -> str:
+    name, index = f"{layer.name}_metric", 0
+    while name in layer._metrics_by_name:
+        index += 1
+        name = f"{layer.name}_metric_{index}"
+    return name
+
+
+Layer.build = _call_pipeline.wrap_build(Layer.build)

@@ -1,0 +1,400 @@
+"""The call pipeline: autocast, build, training/mask scoping, output dtype, transactions, stateless_call."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import dtypepolicy as dp
+from dtypepolicy._autocast import current_autocast_dtype
+from layers import Layer, ops
+from tests._layers_for_tests import Linear, NoTrainingArg, Outer, Recorder, TrainingDefaultTrue
+
+BACKENDS = {"eager": lambda f: f, "jit": jax.jit}
+
+# ---------------------------------------------------------------- mixed precision through the pipeline
+
+
+def test_mixed_bfloat16_variables_reads_and_outputs():
+    dp.set_dtype_policy("mixed_bfloat16")
+    layer = Linear(4)
+    out = layer(np.ones((2, 3), np.float32))
+    assert [w.dtype for w in layer.weights] == ["float32", "float32"]
+    assert layer.seen == {"input": jnp.bfloat16, "kernel": jnp.bfloat16}
+    assert out.dtype == jnp.bfloat16
+
+
+def test_mixed_bfloat16_stateless_call_under_jit_matches():
+    layer = Linear(4, dtype="mixed_bfloat16")
+    x = jnp.ones((2, 3))
+    eager = layer(x)
+    values = [w.value for w in layer.trainable_variables]
+    out, non_trainable = jax.jit(lambda tv, x: layer.stateless_call(tv, [], x))(values, x)
+    assert out.dtype == jnp.bfloat16 and non_trainable == []
+    np.testing.assert_array_equal(np.asarray(out, np.float32), np.asarray(eager, np.float32))
+
+
+class MixedWithFloat32Head(Layer):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.body = Linear(3)
+        self.head = Linear(2, dtype="float32")
+
+    def call(self, x):
+        hidden = self.body(x)
+        self.inside_head = None
+        out = self.head(hidden)
+        self.scope_after_head = current_autocast_dtype()
+        return out
+
+
+def test_float32_sublayer_inside_a_mixed_layer():
+    model = MixedWithFloat32Head(dtype="mixed_bfloat16")
+    model.head.dtype_policy = "float32"
+    out = model(jnp.ones((1, 4)))
+    assert model.body.seen == {"input": jnp.bfloat16, "kernel": jnp.bfloat16}
+    assert model.head.seen == {"input": jnp.float32, "kernel": jnp.float32}
+    assert out.dtype == jnp.float32
+    assert model.scope_after_head == "bfloat16"
+    assert current_autocast_dtype() is None
+
+
+def test_output_dtype_casts_floating_outputs_only():
+    class Pair(Layer):
+        def call(self, x):
+            return {"float": x * 2, "int": jnp.arange(3)}
+
+    out = Pair(dtype="p=f32,c=bf16,o=f32")(jnp.ones(3))
+    assert out["float"].dtype == jnp.float32 and out["int"].dtype == jnp.int32
+    assert Pair(dtype="mixed_bfloat16")(jnp.ones(3))["float"].dtype == jnp.bfloat16
+
+
+# ---------------------------------------------------------------- input conversion
+
+
+class Echo(Layer):
+    def call(self, *args, **kwargs):
+        return args, kwargs
+
+
+def test_inputs_autocast_everywhere_ints_and_scalars_untouched():
+    layer = Echo(dtype="mixed_float16")
+    args, kwargs = layer(
+        [np.ones(2, np.float64), {"a": jnp.ones(2, jnp.bfloat16)}],
+        np.arange(3),
+        other=(jnp.ones(2), 1.5, 2),
+        flag="text",
+    )
+    assert isinstance(args[0][0], jax.Array) and args[0][0].dtype == jnp.float16
+    assert args[0][1]["a"].dtype == jnp.float16
+    assert isinstance(args[1], jax.Array) and args[1].dtype == jnp.int32
+    assert kwargs["other"][0].dtype == jnp.float16
+    assert kwargs["other"][1] == 1.5 and isinstance(kwargs["other"][1], float)
+    assert kwargs["other"][2] == 2 and kwargs["flag"] == "text"
+
+
+def test_float32_layer_upcasts_16_bit_inputs():
+    (x,), _ = Echo()(jnp.ones(2, jnp.bfloat16))
+    assert x.dtype == jnp.float32
+
+
+def test_autocast_false_casts_nothing_and_keeps_variables_uncast():
+    class Reader(Layer):
+        def build(self, shape):
+            self.w = self.add_weight(shape=(2,), initializer="ones")
+
+        def call(self, x):
+            self.seen = (x.dtype, self.w.value.dtype, current_autocast_dtype())
+            return x
+
+    layer = Reader(dtype="mixed_bfloat16", autocast=False)
+    out = layer(np.ones(2, np.float32))
+    assert isinstance(out, jax.Array) and layer.seen == (jnp.float32, jnp.float32, None)
+
+    class Outer(Layer):
+        def __init__(self):
+            super().__init__(dtype="mixed_bfloat16")
+            self.inner = Reader(dtype="mixed_bfloat16", autocast=False)
+
+        def call(self, x):
+            return self.inner(x)
+
+    outer = Outer()
+    outer(jnp.ones(2))
+    assert outer.inner.seen == (jnp.bfloat16, jnp.float32, None)  # nested or not, no casting inside
+
+
+def test_non_array_positional_arguments_are_rejected():
+    layer = Echo(name="echo")
+    with pytest.raises(TypeError, match=r"layer 'echo'; received 'abc' of type str.*keyword argument"):
+        layer(jnp.ones(2), "abc")
+    with pytest.raises(TypeError, match="received True of type bool"):
+        layer(jnp.ones(2), True)
+    with pytest.raises(TypeError, match="received <object"):
+        layer([jnp.ones(2), object()])
+
+
+# ---------------------------------------------------------------- build forms
+
+
+def test_build_receives_structures_of_shapes():
+    class Multi(Layer):
+        def build(self, input_shape):
+            self.received = input_shape
+
+        def call(self, inputs):
+            return inputs
+
+    layer = Multi()
+    layer([jnp.ones((2, 3)), jnp.ones((4,))])
+    assert layer.received == [(2, 3), (4,)]
+    layer = Multi()
+    layer({"a": jnp.ones((1, 2))})
+    assert layer.received == {"a": (1, 2)}
+
+
+def test_build_with_one_shape_per_call_argument():
+    class TwoInputs(Layer):
+        def build(self, x_shape, y_shape):
+            self.received = (x_shape, y_shape)
+
+        def call(self, x, y):
+            return x + y
+
+    layer = TwoInputs()
+    layer(jnp.ones((2, 3)), y=jnp.ones((1, 3)))
+    assert layer.received == ((2, 3), (1, 3))
+
+    class NamedByArgument(Layer):
+        def build(self, y_shape):
+            self.received = y_shape
+
+        def call(self, x, y):
+            return x
+
+    layer = NamedByArgument()
+    layer(jnp.ones((2,)), jnp.ones((5, 5)))
+    assert layer.received == (5, 5)
+
+
+def test_build_runs_once_and_calling_build_by_hand_marks_the_layer_built():
+    class Counting(Linear):
+        builds = 0
+
+        def build(self, input_shape):
+            type(self).builds += 1
+            super().build(input_shape)
+
+    layer = Counting(2)
+    layer.build((None, 3))
+    assert layer.built and Counting.builds == 1 and len(layer.weights) == 2
+    layer(jnp.ones((1, 3)))
+    layer(jnp.ones((1, 3)))
+    assert Counting.builds == 1 and len(layer.weights) == 2
+
+
+def test_a_failed_build_is_rolled_back():
+    class Broken(Layer):
+        attempts = 0
+
+        def build(self, input_shape):
+            self.w = self.add_weight(shape=(input_shape[-1],), name="w")
+            type(self).attempts += 1
+            if type(self).attempts == 1:
+                raise RuntimeError("disk full")
+
+        def call(self, x):
+            return x * self.w
+
+    layer = Broken()
+    with pytest.raises(RuntimeError, match="disk full"):
+        layer(jnp.ones(2))
+    assert not layer.built and layer.weights == [] and not hasattr(layer, "w")
+    layer(jnp.ones(2))
+    assert layer.built and len(layer.weights) == 1
+
+
+# ---------------------------------------------------------------- training and masks
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_training_reaches_three_levels_down_through_a_layer_without_a_training_arg(training):
+    deepest = Recorder()
+    model = NoTrainingArg(NoTrainingArg(deepest))
+    model(jnp.ones(2), training=training)
+    assert deepest.training_seen is training
+    model(jnp.ones(2))
+    assert deepest.training_seen is None
+
+
+def test_a_nested_training_value_never_leaks_into_a_later_sibling():
+    outer = Outer()
+    outer(jnp.ones(2))
+    assert outer.first.training_seen is False and outer.second.training_seen is None
+    outer(jnp.ones(2), training=True)
+    assert outer.first.training_seen is False and outer.second.training_seen is True
+
+
+def test_a_signature_default_never_leaks_into_a_sibling():
+    class Parent(Layer):
+        def __init__(self):
+            super().__init__()
+            self.defaulted = TrainingDefaultTrue()
+            self.after = Recorder()
+
+        def call(self, x):
+            self.defaulted(x)
+            return self.after(x)
+
+    parent = Parent()
+    parent(jnp.ones(2))
+    assert parent.defaulted.training_seen is True and parent.after.training_seen is None
+    parent(jnp.ones(2), training=False)
+    assert parent.defaulted.training_seen is False and parent.after.training_seen is False
+
+
+class MaskProducer(Layer):
+    def compute_mask(self, inputs, mask=None):
+        return inputs[..., 0] != 0
+
+    def call(self, inputs):
+        return inputs * 2
+
+
+class MaskConsumer(Layer):
+    def call(self, inputs, mask=None):
+        self.mask_seen = mask
+        return inputs
+
+
+def test_output_masks_reach_the_next_layer_and_explicit_masks_win():
+    producer, consumer = MaskProducer(), MaskConsumer()
+    x = jnp.array([[1.0, 5.0], [0.0, 5.0]])
+    hidden = producer(x)
+    consumer(hidden)
+    assert consumer.mask_seen.tolist() == [True, False]
+    consumer(hidden, mask=jnp.array([False, False]))
+    assert consumer.mask_seen.tolist() == [False, False]
+    consumer(jnp.ones((2, 2)))
+    assert consumer.mask_seen is None
+    assert producer.supports_masking and not consumer.supports_masking
+
+
+def test_masks_are_scoped_to_their_call():
+    class Parent(Layer):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = MaskConsumer(), MaskConsumer()
+
+        def call(self, x):
+            self.a(x, mask=jnp.array([True, False]))
+            return self.b(x)
+
+    parent = Parent()
+    parent(jnp.ones((2, 2)))
+    assert parent.a.mask_seen is not None and parent.b.mask_seen is None
+
+
+# ---------------------------------------------------------------- failures change nothing
+
+
+def test_a_failing_call_changes_no_variable_and_no_loss():
+    class Flaky(Layer):
+        def build(self, shape):
+            self.total = self.add_weight(shape=(), initializer="zeros", trainable=False)
+
+        def call(self, x, fail=False):
+            self.total.assign_add(jnp.sum(x))
+            self.add_loss(jnp.sum(x))
+            if fail:
+                raise ValueError("bad batch")
+            return x
+
+    layer = Flaky()
+    layer(jnp.ones(3))
+    with pytest.raises(ValueError, match="bad batch") as info:
+        layer(jnp.ones(3), fail=True)
+    assert float(layer.total.value) == 3.0
+    assert [float(loss) for loss in layer.losses] == [3.0]
+    assert any("Flaky" in note and "(3,)" in note for note in info.value.__notes__)
+
+
+def test_a_shape_mismatch_after_build_names_the_layer_and_shapes():
+    layer = Linear(2, name="fitted")
+    layer(jnp.ones((1, 3)))
+    with pytest.raises(TypeError) as info:
+        layer(jnp.ones((1, 5)))
+    notes = " ".join(info.value.__notes__)
+    assert "'fitted'" in notes and "(1, 5)" in notes and "built for input shapes (1, 3)" in notes
+
+
+# ---------------------------------------------------------------- stateless_call
+
+
+class Counter(Layer):
+    """Trainable scale plus a non-trainable call counter and an add_loss."""
+
+    def build(self, shape):
+        self.scale = self.add_weight(shape=(), initializer="ones", name="scale")
+        self.calls = self.add_weight(shape=(), dtype="int32", trainable=False, name="calls")
+
+    def call(self, x):
+        self.calls.assign_add(1)
+        self.add_loss(jnp.sum(x * self.scale))
+        return x * self.scale
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_stateless_call_returns_updates_and_losses_and_leaves_the_layer_untouched(backend):
+    layer = Counter(dtype="mixed_bfloat16")
+    layer(jnp.ones(2))
+    before = layer.get_weights()
+    call = BACKENDS[backend](lambda tv, ntv, x: layer.stateless_call(tv, ntv, x, return_losses=True))
+    out, non_trainable, losses = call([jnp.asarray(3.0)], [jnp.asarray(10, jnp.int32)], jnp.ones(2))
+    assert out.dtype == jnp.bfloat16 and out.tolist() == [3.0, 3.0]
+    assert int(non_trainable[0]) == 11
+    assert [float(loss) for loss in losses] == [6.0] and losses[0].dtype == jnp.float32
+    for a, b in zip(before, layer.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert [float(loss) for loss in layer.losses] == [2.0]  # from the eager call, not the stateless one
+
+
+def test_stateless_call_under_grad_and_vmap():
+    layer = Linear(2, dtype="mixed_bfloat16")
+    layer(jnp.ones((1, 3)))
+    values = [w.value for w in layer.trainable_variables]
+    x = jnp.arange(6.0).reshape(2, 3)
+
+    def loss(values):
+        out, _ = layer.stateless_call(values, [], x)
+        return jnp.sum(out.astype(jnp.float32))
+
+    grads = jax.grad(loss)(values)
+    assert [g.dtype for g in grads] == [jnp.float32, jnp.float32]
+    np.testing.assert_allclose(np.asarray(grads[0]), np.repeat(x.sum(0)[:, None], 2, axis=1), rtol=1e-2)
+    np.testing.assert_allclose(np.asarray(grads[1]), [2.0, 2.0])
+    batched = jax.vmap(lambda row: layer.stateless_call(values, [], row[None])[0][0])(x)
+    np.testing.assert_array_equal(np.asarray(batched, np.float32), np.asarray(layer(x), np.float32))
+
+
+def test_stateless_call_errors():
+    layer = Counter(name="counter")
+    with pytest.raises(ValueError, match="'counter' must be built before stateless_call"):
+        layer.stateless_call([], [], jnp.ones(2))
+    layer(jnp.ones(2))
+    with pytest.raises(ValueError, match=r"expected 1 trainable_variables.*received 2"):
+        layer.stateless_call([1.0, 2.0], [0], jnp.ones(2))
+    with pytest.raises(ValueError, match=r"expected 1 non_trainable_variables.*received 0"):
+        layer.stateless_call([1.0], [], jnp.ones(2))
+    with pytest.raises(TypeError, match="must be a list of arrays, received dict"):
+        layer.stateless_call({}, [0], jnp.ones(2))
+    with pytest.raises(ValueError, match=r"'counter/scale' has shape \(2,\), expected \(\)"):
+        layer.stateless_call([jnp.ones(2)], [0], jnp.ones(2))
+
+
+def test_ops_accepts_variables():
+    kernel = dp.Variable(jnp.ones((2, 3)))
+    assert ops.matmul(jnp.ones((1, 2)), kernel).tolist() == [[2.0, 2.0, 2.0]]
+    assert ops.concatenate([kernel, kernel]).shape == (4, 3)
+    with pytest.raises(AttributeError, match="no function 'not_a_function'"):
+        ops.not_a_function  # noqa: B018

@@ -1,0 +1,399 @@
+"""Layer: constructor, names and paths, policies, weights, losses, metrics, configs, errors."""
+
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import dtypepolicy as dp
+import layers
+from layers import InputSpec, Layer
+from tests._layers_for_tests import Linear
+
+# ---------------------------------------------------------------- constructor and names
+
+
+def test_defaults():
+    layer = Layer()
+    assert layer.trainable and layer.autocast and not layer.built
+    assert layer.activity_regularizer is None and layer.input_spec is None
+    assert layer.dtype_policy == dp.DTypePolicy("float32")
+    assert layer.dynamic is False and layer.supports_masking is False
+
+
+def test_unique_default_names_from_the_class_name():
+    class MyDense(Layer):
+        pass
+
+    names = [MyDense().name for _ in range(3)]
+    assert names[0] == "my_dense" or names[0].startswith("my_dense_")
+    base = names[0]
+    suffixes = [int(name.rsplit("_", 1)[1]) if name != "my_dense" else 0 for name in names]
+    assert suffixes == sorted(suffixes) and len(set(names)) == 3, (base, names)
+
+
+def test_unknown_constructor_kwargs_are_rejected():
+    with pytest.raises(TypeError, match=r"Unrecognized keyword arguments passed to Linear: \{'unit': 3\}"):
+        Linear(unit=3)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "fragment"),
+    [
+        ({"name": "a/b"}, ValueError, "received 'a/b'"),
+        ({"name": ""}, ValueError, "received ''"),
+        ({"trainable": "yes"}, TypeError, "received 'yes'"),
+        ({"autocast": 1}, TypeError, "received 1"),
+        ({"dtype": "mixed_bfloat61"}, ValueError, "Did you mean 'mixed_bfloat16'"),
+        ({"dtype": 3}, TypeError, "received 3"),
+        ({"activity_regularizer": "l3"}, ValueError, "'l3'"),
+    ],
+)
+def test_constructor_argument_errors(kwargs, error, fragment):
+    with pytest.raises(error, match=fragment):
+        Layer(**kwargs)
+
+
+def test_missing_super_init_is_a_clear_runtime_error():
+    class Forgetful(Layer):
+        def __init__(self):
+            self.units = 3  # plain values are fine
+            self.w = dp.Variable(jnp.zeros(2))
+
+        def call(self, x):
+            return x
+
+    with pytest.raises(RuntimeError, match=r"Forgetful.__init__ must call super\(\).__init__\(\)"):
+        Forgetful()
+
+    class Lazy(Layer):
+        def __init__(self):
+            pass
+
+        def call(self, x):
+            return x
+
+    with pytest.raises(RuntimeError, match="must call super"):
+        Lazy()(jnp.ones(2))
+
+
+def test_paths_follow_the_tracking_parent():
+    class Block(Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.dense = Linear(2, name="dense")
+
+    class Encoder(Layer):
+        def __init__(self):
+            super().__init__(name="encoder")
+            self.blocks = [Block(name="block_0"), Block(name="block_1")]
+
+    encoder = Encoder()
+    encoder(jnp.ones((1, 2))) if False else None
+    assert encoder.blocks[1].dense.path == "encoder/block_1/dense"
+    for block in encoder.blocks:
+        block.dense(jnp.ones((1, 4)))
+    assert [v.path for v in encoder.weights] == [
+        "encoder/block_0/dense/kernel",
+        "encoder/block_0/dense/bias",
+        "encoder/block_1/dense/kernel",
+        "encoder/block_1/dense/bias",
+    ]
+
+
+# ---------------------------------------------------------------- policies
+
+
+def test_layer_dtype_accepts_string_policy_dtype_like_and_dict():
+    for dtype in ["mixed_bfloat16", dp.DTypePolicy("mixed_bfloat16"), dp.serialize(dp.get("mixed_bfloat16"))]:
+        layer = Layer(dtype=dtype)
+        assert (layer.dtype, layer.variable_dtype, layer.compute_dtype) == ("float32", "float32", "bfloat16")
+    layer = Layer(dtype=jnp.float16)
+    assert layer.dtype_policy.name == "float16" and layer.input_dtype == "float16"
+    assert layer.quantization_mode is None
+    assert Layer(dtype="int8_from_mixed_bfloat16").quantization_mode == "int8"
+
+
+def test_default_policy_is_the_one_current_at_construction():
+    dp.set_dtype_policy("mixed_bfloat16")
+    layer = Layer()
+    dp.set_dtype_policy("float16")
+    assert layer.dtype_policy.name == "mixed_bfloat16"
+    with dp.policy_scope("mixed_float16"):
+        scoped = Layer()
+    assert scoped.dtype_policy.name == "mixed_float16"
+
+
+def test_dtype_policy_is_settable():
+    layer = Layer()
+    layer.dtype_policy = "mixed_float16"
+    assert layer.compute_dtype == "float16"
+    with pytest.raises(ValueError, match="'bf17'"):
+        layer.dtype_policy = "bf17"
+    assert layer.compute_dtype == "float16"
+
+
+class Block(Layer):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = Linear(2, name="dense")
+        self.norm = Linear(2, name="norm", dtype="float32")
+
+
+class Model(Layer):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.block = Block(name="block_0")
+        self.head = Linear(2, name="head")
+
+    def call(self, x):
+        return self.head(self.block.norm(self.block.dense(x)))
+
+
+def test_sublayers_follow_an_explicit_parent_policy():
+    model = Model(name="model", dtype="mixed_bfloat16")
+    assert model.block.dtype_policy.name == "mixed_bfloat16"
+    assert model.block.dense.dtype_policy.name == "mixed_bfloat16"
+    assert model.head.dtype_policy.name == "mixed_bfloat16"
+    assert model.block.norm.dtype_policy.name == "float32"  # its own explicit dtype wins
+
+
+def test_sublayers_of_an_implicit_parent_keep_their_construction_default():
+    with dp.policy_scope("mixed_float16"):
+        model = Model(name="model")
+    assert model.block.dense.dtype_policy.name == "mixed_float16"
+    assert model.block.norm.dtype_policy.name == "float32"
+
+
+def test_a_policy_map_on_the_outer_layer_governs_every_layer_by_path():
+    policy_map = dp.DTypePolicyMap("mixed_bfloat16", {"model/block_0/dense": "mixed_float16", "model/head": "float32"})
+    model = Model(name="model", dtype=policy_map)
+    assert model.dtype_policy.name == "mixed_bfloat16"
+    assert model.block.dtype_policy.name == "mixed_bfloat16"
+    assert model.block.dense.dtype_policy.name == "mixed_float16"
+    assert model.block.norm.dtype_policy.name == "float32"
+    assert model.head.dtype_policy.name == "float32"
+    out = model(np.ones((1, 3), np.float32))
+    assert out.dtype == jnp.float32
+    assert model.block.dense.seen == {"input": jnp.float16, "kernel": jnp.float16}
+    assert model.head.kernel.dtype == "float32"
+
+
+# ---------------------------------------------------------------- weights
+
+
+def test_add_weight_defaults_and_signature():
+    layer = Layer(dtype="mixed_bfloat16")
+    kernel = layer.add_weight(shape=(64, 64))
+    count = layer.add_weight(shape=(), dtype="int32", trainable=False, name="count")
+    scalar = layer.add_weight()
+    assert kernel.dtype == "float32" and kernel.shape == (64, 64) and scalar.shape == ()
+    assert count.dtype == "int32" and int(count.value) == 0  # zeros for non-floats
+    limit = np.sqrt(6 / 128)  # glorot_uniform for floats
+    values = np.asarray(kernel.value)
+    assert values.std() > 0 and np.abs(values).max() <= limit
+    ones = layer.add_weight(shape=(2,), initializer="ones", autocast=False, aggregation="mean", name="o")
+    assert ones.autocast is False and ones.aggregation == "mean" and ones.numpy().tolist() == [1.0, 1.0]
+    state = layer.add_weight(shape=(4,), initializer="zeros", overwrite_with_gradient=True, name="amax")
+    assert state.overwrite_with_gradient
+    constrained = layer.add_weight(shape=(2,), constraint="non_neg", regularizer="l2", name="c")
+    assert callable(constrained.constraint) and callable(constrained.regularizer)
+    assert constrained.path == f"{layer.name}/c"
+
+
+def test_add_weight_errors():
+    layer = Layer()
+    with pytest.raises(ValueError, match="'glorot_unifrom'"):
+        layer.add_weight(shape=(2,), initializer="glorot_unifrom")
+    with pytest.raises(ValueError, match=r"received \(-1,\)"):
+        layer.add_weight(shape=(-1,))
+    with pytest.raises(ValueError, match="'float33'"):
+        layer.add_weight(shape=(2,), dtype="float33")
+    assert layer.weights == []
+
+
+def test_weights_order_and_trainable_split():
+    layer = Linear(3)
+    layer(jnp.ones((1, 2)))
+    extra = layer.add_weight if False else None  # noqa: F841 - layer is locked now
+    assert [w.name for w in layer.weights] == ["kernel", "bias"]
+    assert layer.trainable_variables == layer.trainable_weights == layer.weights
+    assert layer.non_trainable_variables == []
+    assert layer.variables == layer.weights
+
+
+def test_recursive_trainable_setter():
+    model = Model()
+    model(jnp.ones((1, 2)))
+    model.trainable = False
+    assert model.trainable_weights == [] and len(model.non_trainable_weights) == 6
+    assert model.block.dense.trainable is False and model.block.dense.trainable_weights == []
+    assert all(w.trainable for w in model.weights)  # the variables' own flags are untouched
+    model.block.trainable = True
+    assert len(model.trainable_weights) == 0  # an untrainable parent hides its sublayers' weights
+    assert len(model.block.trainable_weights) == 4
+    with pytest.raises(TypeError, match="received 'no'"):
+        model.trainable = "no"
+
+
+def test_get_and_set_weights_round_trip_in_storage_dtypes():
+    source, target = Linear(2, dtype="mixed_bfloat16"), Linear(2, dtype="mixed_bfloat16")
+    source(jnp.ones((1, 3)))
+    target(jnp.ones((1, 3)))
+    weights = source.get_weights()
+    assert [w.dtype for w in weights] == [np.float32, np.float32] and isinstance(weights[0], np.ndarray)
+    target.set_weights(weights)
+    for a, b in zip(source.get_weights(), target.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_set_weights_errors_change_nothing():
+    layer = Linear(2, name="lin")
+    layer(jnp.ones((1, 3)))
+    before = layer.get_weights()
+    with pytest.raises(ValueError, match=r"Layer 'lin' expects 2 weight arrays, received 1"):
+        layer.set_weights([np.zeros((3, 2))])
+    with pytest.raises(
+        ValueError, match=r"weight 'lin/bias' has shape \(2,\), but the value given for it has shape \(3,\)"
+    ):
+        layer.set_weights([np.zeros((3, 2)), np.zeros(3)])
+    with pytest.raises(TypeError, match="expects a list of arrays, received ndarray"):
+        layer.set_weights(np.zeros(3))
+    for a, b in zip(before, layer.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_count_params():
+    layer = Linear(4, name="lin4")
+    with pytest.raises(ValueError, match=r"count_params.*'lin4'.*not built"):
+        layer.count_params()
+    layer(jnp.ones((2, 3)))
+    assert layer.count_params() == 3 * 4 + 4
+
+
+def test_state_cannot_be_added_after_build():
+    layer = Linear(2, name="locked")
+    layer(jnp.ones((1, 2)))
+    with pytest.raises(ValueError, match=r"Layer 'locked' is already built; it cannot take new state"):
+        layer.add_weight(shape=(2,), name="late")
+    with pytest.raises(ValueError, match="already built"):
+        layer.extra = dp.Variable(jnp.zeros(2))
+    with pytest.raises(ValueError, match="already built"):
+        layer.sub = Layer()
+    assert [w.name for w in layer.weights] == ["kernel", "bias"]
+    layer.units_note = "plain attributes are fine"
+
+
+# ---------------------------------------------------------------- losses and metrics
+
+
+class Lossy(Layer):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = Linear(2, name="d")
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(shape=(), initializer="ones", regularizer=layers.regularizers.L2(0.5), name="s")
+
+    def call(self, x):
+        self.add_loss(jnp.sum(x))
+        self.add_metric(jnp.max(x), name="max")
+        return self.dense(x) * self.scale
+
+
+def test_losses_are_cleared_per_top_level_call_and_collected_from_sublayers():
+    layer = Lossy(dtype="mixed_bfloat16", activity_regularizer="l1")
+    layer.dense.activity_regularizer = layers.regularizers.L2(1.0)
+    x = jnp.ones((2, 3))
+    out = layer(x)
+    losses = layer.losses
+    assert all(loss.dtype == jnp.float32 for loss in losses)
+    # own add_loss, own weight regularizer (0.5 * 1^2), sublayer activity loss, own activity loss
+    values = sorted(float(loss) for loss in losses)
+    dense_out = np.asarray(layer.dense(x).astype(jnp.float32), np.float64)  # top-level call: resets dense's losses
+    expected_activity_l2 = float(np.sum(dense_out**2))
+    expected = sorted([6.0, 0.5, expected_activity_l2, 0.01 * float(np.sum(np.abs(np.asarray(out, np.float64))))])
+    np.testing.assert_allclose(values, expected, rtol=2e-2)
+    layer(x)
+    assert len(layer.losses) == 4  # not 8: each top-level call starts afresh
+
+
+def test_add_loss_accepts_callables_and_keeps_float32():
+    layer = Layer()
+    layer.add_loss(lambda: jnp.asarray(2.0, jnp.bfloat16))
+    layer.add_loss(jnp.asarray(1.0, jnp.float16))
+    assert [(float(loss), loss.dtype) for loss in layer.losses] == [(2.0, jnp.float32), (1.0, jnp.float32)]
+
+
+def test_metrics():
+    layer = Lossy()
+    layer(jnp.ones((1, 3)))
+    layer(2 * jnp.ones((1, 3)))
+    layer.add_metric(jnp.asarray(7.0))
+    assert [m.name for m in layer.metrics] == ["max", f"{layer.name}_metric"]
+    assert layer.metrics[0].result() == 1.5
+    with pytest.raises(ValueError, match="received 'median'"):
+        layer.add_metric(1.0, name="other", aggregation="median")
+
+
+# ---------------------------------------------------------------- configs
+
+
+def test_config_round_trip_with_captured_arguments_and_policy():
+    layer = Linear(5, name="head", dtype="p=f32,c=bf16,o=f32", trainable=False, activity_regularizer="l2")
+    config = layer.get_config()
+    assert config["units"] == 5 and config["name"] == "head" and config["trainable"] is False
+    assert config["dtype"] == dp.serialize(dp.get("p=f32,c=bf16,o=f32"))
+    restored = Linear.from_config(json.loads(json.dumps(config)))
+    assert restored.dtype_policy == layer.dtype_policy and restored.units == 5 and not restored.trainable
+    assert restored.get_config() == config
+
+
+def test_config_keeps_a_policy_map():
+    policy_map = dp.DTypePolicyMap("mixed_bfloat16", {"m/head": "float32"})
+    model = Model(name="m", dtype=policy_map)
+    config = json.loads(json.dumps(model.get_config()))
+    restored = Model.from_config(config)
+    assert restored.head.dtype_policy.name == "float32"
+    assert restored._explicit_dtype == policy_map
+
+
+def test_config_errors():
+    class Opaque(Layer):
+        def __init__(self, fn, **kwargs):
+            super().__init__(**kwargs)
+            self.fn = fn
+
+    with pytest.raises(NotImplementedError, match="override get_config"):
+        Opaque(lambda x: x).get_config()
+    with pytest.raises(TypeError, match="Unrecognized keyword arguments"):
+        Linear.from_config({"units": 2, "colour": "red"})
+    with pytest.raises(TypeError, match="expects a dict, received 3"):
+        Linear.from_config(3)
+
+
+# ---------------------------------------------------------------- everything else on the seed pages
+
+
+def test_input_output_and_quantize_are_clear():
+    layer = Linear(2, name="lin")
+    with pytest.raises(AttributeError, match="no symbolic input"):
+        layer.input  # noqa: B018
+    with pytest.raises(AttributeError, match="no symbolic output"):
+        layer.output  # noqa: B018
+    with pytest.raises(ValueError, match="received 'int3'"):
+        layer.quantize("int3")
+    with pytest.raises(NotImplementedError, match=r"Linear \('lin'\) does not support quantize\('int8'\)"):
+        layer.quantize("int8")
+
+
+def test_input_spec_attribute_is_checked():
+    layer = Linear(2, name="lin")
+    layer.input_spec = InputSpec(ndim=2, axes={-1: 3})
+    with pytest.raises(ValueError, match=r"Input 0 of layer 'lin' is incompatible.*expected ndim=2, found ndim=3"):
+        layer(jnp.ones((1, 1, 3)))
+    assert not layer.built
+    with pytest.raises(ValueError, match=r"expected axis -1 of the input shape to have value 3.*\(1, 4\)"):
+        layer(jnp.ones((1, 4)))
+    assert layer(jnp.ones((1, 3))).shape == (1, 2)

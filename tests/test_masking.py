@@ -1,0 +1,34 @@
+"""The mask side table."""
+
+import gc
+
+import jax.numpy as jnp
+
+from layers._masking import _masks, attach_mask, attach_masks, get_mask, mask_of
+
+
+def test_attach_and_read():
+    x, mask = jnp.ones(3), jnp.array([True, False, True])
+    attach_mask(x, mask)
+    assert get_mask(x) is mask and mask_of(x) is mask
+    attach_mask(x, None)
+    assert get_mask(x) is None
+
+
+def test_structures():
+    a, b = jnp.ones(2), jnp.ones(2)
+    attach_masks([a, b], [jnp.array([True, True]), None])
+    masks = mask_of([a, b])
+    assert masks[0].tolist() == [True, True] and masks[1] is None
+    attach_masks((a, b), jnp.array([False, False]))
+    assert get_mask(b).tolist() == [False, False]
+    assert mask_of([]) is None and mask_of(3.0) is None
+
+
+def test_entries_die_with_their_arrays():
+    x = jnp.ones(4)
+    attach_mask(x, jnp.ones(4, bool))
+    key = id(x)
+    del x
+    gc.collect()
+    assert key not in _masks
