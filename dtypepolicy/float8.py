@@ -19,6 +19,7 @@ from typing import Any
 
 import jax.numpy as jnp
 import ml_dtypes
+import numpy as np
 
 from dtypepolicy._dtypes import is_float, standardize_dtype
 
@@ -28,10 +29,27 @@ E5M2_MAX = float(ml_dtypes.finfo(ml_dtypes.float8_e5m2).max)  # 57344.0
 __all__ = ["E4M3_MAX", "E5M2_MAX", "compute_scale", "quantize_dequantize", "update_amax_history"]
 
 
+_MARGIN_RANGE = (-126, 127)  # powers of two that float32 represents as normal numbers
+_SIGNED_FLOAT8 = tuple(
+    name
+    for name in ("float8_e4m3fn", "float8_e5m2", "float8_e4m3", "float8_e3m4", "float8_e4m3fnuz", "float8_e5m2fnuz")
+    if hasattr(ml_dtypes, name)
+)
+
+
 def _check_margin(margin: Any) -> int:
-    if isinstance(margin, bool) or not isinstance(margin, int):
+    if isinstance(margin, (bool, np.bool_)) or not isinstance(margin, (int, np.integer)):
         raise TypeError(f"margin must be an int, received {margin!r}.")
-    return margin
+    if not _MARGIN_RANGE[0] <= margin <= _MARGIN_RANGE[1]:
+        raise ValueError(f"margin must lie in {list(_MARGIN_RANGE)}, received {margin}.")
+    return int(margin)
+
+
+def _check_dtype_max(dtype_max: Any) -> float:
+    number = (int, float, np.integer, np.floating)
+    if isinstance(dtype_max, (bool, np.bool_)) or not isinstance(dtype_max, number) or not dtype_max > 0:
+        raise ValueError(f"dtype_max must be a positive number such as E4M3_MAX, received {dtype_max!r}.")
+    return float(dtype_max)
 
 
 def compute_scale(amax: Any, scale: Any, dtype_max: float, margin: int = 0) -> jnp.ndarray:
@@ -50,15 +68,16 @@ def compute_scale(amax: Any, scale: Any, dtype_max: float, margin: int = 0) -> j
       >>> float(compute_scale(0.0, 0.5, E4M3_MAX))
       0.5
     """
-    margin = _check_margin(margin)
-    if not isinstance(dtype_max, (int, float)) or isinstance(dtype_max, bool) or not dtype_max > 0:
-        raise ValueError(f"dtype_max must be a positive number such as E4M3_MAX, received {dtype_max!r}.")
+    factor = 2.0 ** _check_margin(margin)
+    dtype_max = _check_dtype_max(dtype_max)
     amax = jnp.asarray(amax, jnp.float32)
     scale = jnp.asarray(scale, jnp.float32)
-    # Written as the reciprocal of dtype_max / amax so float32 results match Keras 3 bit for bit.
-    new_scale = 1.0 / (float(dtype_max) / amax / float(2**margin))
     usable = jnp.isfinite(amax) & (amax > 0)
-    return jnp.where(usable, new_scale, scale)
+    # The reciprocal of dtype_max / amax, as Keras 3 computes it, so float32 results match it bit
+    # for bit. The select between the two divisions keeps XLA from folding them into
+    # amax * (1 / dtype_max), which rounds differently under jax.jit.
+    inverse = jnp.where(usable, dtype_max / amax / factor, 1.0)
+    return jnp.where(usable, 1.0 / inverse, scale)
 
 
 def update_amax_history(x: Any, history: Any) -> jnp.ndarray:
@@ -74,6 +93,8 @@ def update_amax_history(x: Any, history: Any) -> jnp.ndarray:
     history = jnp.asarray(history)
     if history.ndim != 1 or history.shape[0] < 1:
         raise ValueError(f"history must be a non-empty 1-D array, received shape {history.shape}.")
+    if not is_float(history.dtype):
+        raise ValueError(f"history must be floating (amaxes are not integers), received dtype {history.dtype}.")
     amax = jnp.max(jnp.abs(jnp.asarray(x))).astype(history.dtype)
     return jnp.roll(history, -1).at[0].set(amax)
 
@@ -81,7 +102,9 @@ def update_amax_history(x: Any, history: Any) -> jnp.ndarray:
 def quantize_dequantize(x: Any, scale: Any, dtype: Any, compute_dtype: Any) -> jnp.ndarray:
     """Rounds `x` through a float8 format with saturation and returns it in `compute_dtype`.
 
-    Values beyond the format's range are clipped to +-max instead of becoming NaN.
+    `x` and `scale` are first rounded to `compute_dtype`; the quotient `x / scale` is formed in
+    float32 and rounded once to float8; the result is `q * scale` in `compute_dtype`. Values
+    beyond the format's range are clipped to +-max instead of becoming NaN.
 
     Args:
       x: the values to round.
@@ -94,12 +117,17 @@ def quantize_dequantize(x: Any, scale: Any, dtype: Any, compute_dtype: Any) -> j
       [448.0, 1.0]
     """
     fp8 = standardize_dtype(dtype)
-    if not fp8.startswith("float8_"):
-        raise ValueError(f"dtype must be a float8 format such as 'float8_e4m3fn', received {dtype!r}.")
+    if fp8 not in _SIGNED_FLOAT8:
+        raise ValueError(f"dtype must be a signed float8 format, one of {_SIGNED_FLOAT8}; received {dtype!r}.")
     compute = standardize_dtype(compute_dtype)
     if not is_float(compute):
         raise ValueError(f"compute_dtype must be floating, received {compute_dtype!r}.")
     limit = float(ml_dtypes.finfo(jnp.dtype(fp8)).max)
-    scale = jnp.asarray(scale).astype(compute)
-    scaled = jnp.clip(jnp.asarray(x).astype(compute) / scale, -limit, limit)
+    # x / s is rounded once, in float32 (float64 for float64 inputs): a 16-bit quotient would be
+    # rounded twice. Dividing by a full-shape scale keeps XLA from rewriting the division as a
+    # multiplication by a rounded reciprocal 1 / s (it still may when s is a jit-time constant).
+    wide = "float64" if compute == "float64" else "float32"
+    scale = jnp.asarray(scale).astype(compute)  # the one scale value both directions use
+    x = jnp.asarray(x).astype(compute).astype(wide)
+    scaled = jnp.clip(x / jnp.broadcast_to(scale.astype(wide), x.shape), -limit, limit)
     return scaled.astype(fp8).astype(compute) * scale

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from typing import Any
 
 import jax
@@ -25,47 +24,61 @@ import numpy as np
 
 __all__ = ["DynamicLossScale", "NoOpLossScale", "StaticLossScale", "all_finite"]
 
+_UNSET: Any = object()  # "not given", told apart from an explicit None (which is refused)
 
-def _is_float_leaf(leaf: Any) -> bool:
-    return jnp.issubdtype(jnp.result_type(leaf), jnp.floating)
+
+_FLOAT32 = np.finfo(np.float32)
+
+
+def _is_inexact_leaf(leaf: Any) -> bool:
+    return jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
 
 
 def _multiply_floats(tree: Any, factor: jnp.ndarray) -> Any:
-    # Multiplied in float32 and cast back, so each leaf keeps its dtype.
+    # 16-bit leaves are multiplied in float32 and cast back, so every leaf keeps its dtype and
+    # wider (float64, complex) leaves keep their precision.
     def multiply(leaf: Any) -> Any:
-        if not _is_float_leaf(leaf):
+        if not _is_inexact_leaf(leaf):
             return leaf
         leaf = jnp.asarray(leaf)
-        return (leaf.astype(jnp.float32) * factor).astype(leaf.dtype)
+        wide = jnp.float32 if leaf.dtype.itemsize < 4 else leaf.dtype
+        return (leaf.astype(wide) * factor.astype(wide)).astype(leaf.dtype)
 
     return jax.tree.map(multiply, tree)
 
 
-def _positive_number(value: Any, what: str, allow_inf: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+def _scale_number(value: Any, what: str) -> float:
+    """A positive number that float32 holds as a normal, finite value."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{what} must be a Python number, received {value!r} of type {type(value).__name__}.")
     value = float(value)
-    if not value > 0 or (math.isinf(value) and not allow_inf):
-        raise ValueError(f"{what} must be a positive {'' if allow_inf else 'finite '}number, received {value!r}.")
+    if not _FLOAT32.tiny <= value <= _FLOAT32.max:
+        raise ValueError(
+            f"{what} must be a positive number that float32 represents (between {_FLOAT32.tiny:.3g} and "
+            f"{_FLOAT32.max:.3g}), received {value!r}."
+        )
     return value
 
 
-def _as_state(value: Any, dtype: Any) -> Any:
-    # Python and NumPy values become arrays; tracers and JAX's own placeholders pass through
-    # untouched, because unflattening inside transformations rebuilds objects with them.
+def _as_state(value: Any, dtype: Any, what: str) -> Any:
+    # Python and NumPy values become arrays. Tracers and JAX's own placeholder objects pass
+    # through untouched, because unflattening inside transformations rebuilds the object with
+    # them; only values no transformation produces (text, containers, None) are refused.
+    if isinstance(value, (str, bytes, list, tuple, dict)) or value is None:
+        raise TypeError(f"{what} must be a number or an array, received {value!r} of type {type(value).__name__}.")
     if isinstance(value, (int, float, np.ndarray, np.generic)):
         return jnp.asarray(value, dtype)
     return value
 
 
 def all_finite(tree: Any) -> jnp.ndarray:
-    """True (as a bool array) when every floating leaf of `tree` is free of inf and NaN.
+    """True (as a bool array) when every floating or complex leaf of `tree` is free of inf and NaN.
 
     Example:
       >>> bool(all_finite({"a": jnp.ones(2), "b": jnp.array([jnp.inf])}))
       False
     """
-    checks = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree) if _is_float_leaf(leaf)]
+    checks = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree) if _is_inexact_leaf(leaf)]
     if not checks:
         return jnp.asarray(True)
     return jnp.all(jnp.stack(checks))
@@ -125,8 +138,8 @@ class StaticLossScale(_Scaling):
 
     def __init__(self, loss_scale: Any) -> None:
         if isinstance(loss_scale, (int, float, np.generic)):
-            loss_scale = _positive_number(loss_scale, "StaticLossScale loss_scale")
-        object.__setattr__(self, "loss_scale", _as_state(loss_scale, jnp.float32))
+            loss_scale = _scale_number(loss_scale, "StaticLossScale loss_scale")
+        object.__setattr__(self, "loss_scale", _as_state(loss_scale, jnp.float32, "StaticLossScale loss_scale"))
 
     def adjust(self, grads_finite: Any) -> StaticLossScale:
         """Returns self: a static scale never changes."""
@@ -178,22 +191,22 @@ class DynamicLossScale(_Scaling):
         min_scale: float = 1.0,
         max_scale: float = 2.0**24,
         *,
-        loss_scale: Any = None,
-        counter: Any = None,
+        loss_scale: Any = _UNSET,
+        counter: Any = _UNSET,
     ) -> None:
         if isinstance(growth_interval, bool) or not isinstance(growth_interval, (int, np.integer)):
             raise TypeError(f"growth_interval must be an int, received {growth_interval!r}.")
         if growth_interval < 1:
             raise ValueError(f"growth_interval must be at least 1, received {growth_interval}.")
-        factor = _positive_number(factor, "factor")
+        factor = _scale_number(factor, "factor")
         if factor < 1:
             raise ValueError(f"factor must be >= 1, received {factor}.")
-        min_scale = _positive_number(min_scale, "min_scale")
-        max_scale = _positive_number(max_scale, "max_scale", allow_inf=True)
+        min_scale = _scale_number(min_scale, "min_scale")
+        max_scale = _scale_number(max_scale, "max_scale")
         if max_scale < min_scale:
             raise ValueError(f"max_scale ({max_scale}) must be >= min_scale ({min_scale}).")
-        if loss_scale is None:
-            initial_scale = _positive_number(initial_scale, "initial_scale")
+        if loss_scale is _UNSET:
+            initial_scale = _scale_number(initial_scale, "initial_scale")
             if not min_scale <= initial_scale <= max_scale:
                 raise ValueError(
                     f"initial_scale must lie in [min_scale, max_scale] = [{min_scale}, {max_scale}], "
@@ -201,8 +214,8 @@ class DynamicLossScale(_Scaling):
                 )
             loss_scale = initial_scale
         set_ = object.__setattr__
-        set_(self, "loss_scale", _as_state(loss_scale, jnp.float32))
-        set_(self, "counter", _as_state(0 if counter is None else counter, jnp.int32))
+        set_(self, "loss_scale", _as_state(loss_scale, jnp.float32, "loss_scale"))
+        set_(self, "counter", _as_state(0 if counter is _UNSET else counter, jnp.int32, "counter"))
         set_(self, "growth_interval", int(growth_interval))
         set_(self, "factor", factor)
         set_(self, "min_scale", min_scale)
@@ -217,7 +230,9 @@ class DynamicLossScale(_Scaling):
         counter = self.counter + 1
         grow = finite & (counter >= self.growth_interval)
         grown = jnp.minimum(self.loss_scale * self.factor, self.max_scale)
-        shrunk = jnp.maximum(self.loss_scale / self.factor, self.min_scale)
+        # A data-dependent divisor: XLA would turn division by the constant factor into a
+        # multiplication by its rounded reciprocal under jit, which differs for factors such as 3.
+        shrunk = jnp.maximum(self.loss_scale / jnp.where(finite, 1.0, self.factor), self.min_scale)
         loss_scale = jnp.where(finite, jnp.where(grow, grown, self.loss_scale), shrunk)
         counter = jnp.where(finite & ~grow, counter, 0)
         return dataclasses.replace(self, loss_scale=loss_scale.astype(jnp.float32), counter=counter.astype(jnp.int32))

@@ -93,3 +93,23 @@ def test_compute_sum_tf_variant_with_assign_add():
     assert my_sum.weights == [my_sum.total]
     assert my_sum.non_trainable_weights == [my_sum.total]
     assert my_sum.trainable_weights == []
+
+
+def test_variable_examples_from_the_reference_page():
+    from layers.initializers import Ones
+
+    initial_array = np.ones((3, 3))
+    variable_from_array = dp.Variable(initializer=initial_array)
+    variable_from_initializer = dp.Variable(initializer=Ones(), shape=(3, 3), dtype="float32")
+    new_value = np.zeros((3, 3), dtype="float32")
+    variable_from_array.assign(new_value)
+    non_trainable_variable = dp.Variable(initializer=np.ones((3, 3), dtype="float32"), trainable=False)
+
+    np.testing.assert_array_equal(variable_from_array.numpy(), np.zeros((3, 3)))
+    np.testing.assert_array_equal(variable_from_initializer.numpy(), np.ones((3, 3)))
+    assert non_trainable_variable.trainable is False
+    for variable in (variable_from_array, variable_from_initializer, non_trainable_variable):
+        assert (variable.shape, variable.ndim, variable.dtype) == ((3, 3), 2, "float32")
+        assert variable.autocast is True and variable.aggregation == "none"
+        assert variable.name == "variable" and variable.path == "variable"
+        assert variable.value.shape == (3, 3)

@@ -1,0 +1,703 @@
+"""Weight initializers: callables `(shape, dtype=None) -> jax.Array` with Keras 3 semantics.
+
+Random initializers draw in float32 and cast once to the requested dtype, so a bfloat16 weight is
+the rounded float32 draw, never a draw made with 8 bits of mantissa.
+
+Seeds: an initializer built with an int `seed` is stateless and returns the same values on every
+call with the same shape. One built with `seed=None` takes a fresh key from a process-wide
+generator on every call, so two layers sharing it still get different weights;
+`set_random_seed` resets that generator to make a whole run reproducible. The generator's state
+is a Python counter, advanced when the initializer runs in Python: inside `jax.jit` that is at
+trace time, so a compiled function replays the values it drew then.
+
+Example:
+  >>> from layers import initializers
+  >>> init = initializers.get("glorot_uniform")
+  >>> init((3, 4), "bfloat16").dtype
+  dtype(bfloat16)
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import inspect
+import math
+import secrets
+import threading
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dtypepolicy._dtypes import check_representable, is_float, standardize_dtype
+
+__all__ = [
+    "Constant",
+    "GlorotNormal",
+    "GlorotUniform",
+    "HeNormal",
+    "HeUniform",
+    "Initializer",
+    "LecunNormal",
+    "LecunUniform",
+    "Ones",
+    "Orthogonal",
+    "RandomNormal",
+    "RandomUniform",
+    "TruncatedNormal",
+    "VarianceScaling",
+    "Zeros",
+    "get",
+    "serialize",
+    "set_random_seed",
+]
+
+# Standard deviation of a standard normal truncated to [-2, 2]; dividing by it restores the
+# requested variance after truncation.
+_TRUNCATED_STDDEV = 0.87962566103423978
+_SEED_LIMIT = 2**32  # JAX keeps 32 bits of a seed with x64 off, so larger seeds would collide.
+_MODES = ("fan_in", "fan_out", "fan_avg")
+_DISTRIBUTIONS = ("normal", "truncated_normal", "untruncated_normal", "uniform")
+
+
+# --- the process-wide seed generator -------------------------------------------------------
+
+
+class _SeedGenerator:
+    """Hands out distinct keys; its state is two Python ints, so jit tracing never captures it."""
+
+    def __init__(self, seed: int) -> None:
+        self._lock = threading.Lock()
+        self._seed = seed
+        self._count = 0
+
+    def reset(self, seed: int) -> None:
+        with self._lock:
+            self._seed = seed
+            self._count = 0
+
+    def next_key(self) -> jax.Array:
+        with self._lock:
+            seed, count = self._seed, self._count
+            self._count += 1
+        return jax.random.fold_in(jax.random.key(seed), count)
+
+
+# Unseeded runs differ from each other, as in Keras; set_random_seed pins them.
+_GLOBAL_SEEDS = _SeedGenerator(secrets.randbits(32))
+
+
+def _check_seed(seed: Any, what: str) -> int | None:
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"{what} must be an int or None, received {seed!r} of type {type(seed).__name__}.")
+    if not 0 <= seed < _SEED_LIMIT:
+        raise ValueError(f"{what} must be in [0, 2**32), received {seed!r}.")
+    return int(seed)
+
+
+def set_random_seed(seed: int) -> None:
+    """Resets the generator that unseeded initializers draw from, making later draws reproducible.
+
+    Only this module's generator is reset; NumPy's and Python's are left alone.
+
+    Args:
+      seed: an int in `[0, 2**32)`.
+
+    Example:
+      >>> set_random_seed(7)
+      >>> first = RandomNormal()((2,))
+      >>> set_random_seed(7)
+      >>> bool(jnp.all(RandomNormal()((2,)) == first))
+      True
+    """
+    seed = _check_seed(seed, "set_random_seed(seed)")
+    if seed is None:
+        raise TypeError("set_random_seed(seed) must be an int, received None.")
+    _GLOBAL_SEEDS.reset(seed)
+
+
+# --- argument checks -------------------------------------------------------------------------
+
+
+def _check_real(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{what} must be a real number, received {value!r} of type {type(value).__name__}.")
+    if not math.isfinite(value):
+        raise ValueError(f"{what} must be finite, received {value!r}.")
+    return float(value)
+
+
+def _check_shape(shape: Any) -> tuple[int, ...]:
+    if not isinstance(shape, (tuple, list)):
+        raise TypeError(
+            f"shape must be a tuple of non-negative ints, received {shape!r} of type {type(shape).__name__}."
+        )
+    if not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise ValueError(f"shape must contain only non-negative ints, received {shape!r}.")
+    return tuple(int(d) for d in shape)
+
+
+def _check_dtype(dtype: Any, owner: str, floating: bool) -> str:
+    name = "float32" if dtype is None else standardize_dtype(dtype)
+    check_representable(name, f"{owner} output")
+    if floating and not is_float(name):
+        raise ValueError(f"{owner} produces floating values, so dtype must be floating; received {dtype!r}.")
+    return name
+
+
+def _compute_fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    """Fan-in and fan-out; leading dims of a conv kernel form the receptive field."""
+    if not shape:
+        return 1, 1
+    if len(shape) == 1:
+        return shape[0], shape[0]
+    receptive_field = math.prod(shape[:-2])
+    return shape[-2] * receptive_field, shape[-1] * receptive_field
+
+
+# --- samplers ----------------------------------------------------------------------------------
+# One jitted float32 sampler per distribution; the caller casts. Parameters are traced and only
+# the shape is static, so every dtype and every instance reuses one compilation per shape (the
+# threefry bit generator takes most of a second to compile on CPU).
+
+
+@functools.partial(jax.jit, static_argnames="shape")
+def _normal(key: jax.Array, mean: float, stddev: float, *, shape: tuple[int, ...]) -> jax.Array:
+    return mean + stddev * jax.random.normal(key, shape, jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnames="shape")
+def _truncated_normal(key: jax.Array, mean: float, stddev: float, *, shape: tuple[int, ...]) -> jax.Array:
+    return mean + stddev * jax.random.truncated_normal(key, -2.0, 2.0, shape, jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnames="shape")
+def _uniform(key: jax.Array, minval: float, maxval: float, *, shape: tuple[int, ...]) -> jax.Array:
+    return jax.random.uniform(key, shape, jnp.float32, minval, maxval)
+
+
+@functools.partial(jax.jit, static_argnames="shape")
+def _orthogonal(key: jax.Array, gain: float, *, shape: tuple[int, ...]) -> jax.Array:
+    rows, cols = math.prod(shape[:-1]), shape[-1]
+    normal = jax.random.normal(key, (max(rows, cols), min(rows, cols)), jnp.float32)
+    q, r = jnp.linalg.qr(normal)
+    # Fixing the signs of diag(r) makes Q uniformly (Haar) distributed, not just orthogonal.
+    q = q * jnp.where(jnp.diagonal(r) < 0, -1.0, 1.0)
+    if rows < cols:
+        q = q.T
+    return gain * q.reshape(shape)
+
+
+# --- base classes -----------------------------------------------------------------------------
+
+
+class Initializer:
+    """Base class: a callable `(shape, dtype=None) -> jax.Array` with a JSON-ready config.
+
+    Subclasses implement `__call__` and `get_config`; `from_config` passes the config to the
+    constructor.
+
+    Example:
+      >>> class Twos(Initializer):
+      ...     def __call__(self, shape, dtype=None):
+      ...         return jnp.full(shape, 2, dtype or "float32")
+      >>> Twos()((2,))
+      Array([2., 2.], dtype=float32)
+    """
+
+    def __call__(self, shape: tuple[int, ...], dtype: Any = None) -> jax.Array:
+        """Returns an array of `shape` in `dtype` (None means float32)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement __call__(shape, dtype=None).")
+
+    def get_config(self) -> dict[str, Any]:
+        """Returns the constructor arguments as a JSON-ready dict."""
+        return {}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Initializer:
+        """Rebuilds an initializer from the output of `get_config`."""
+        if not isinstance(config, dict):
+            raise TypeError(f"{cls.__name__}.from_config expects a dict, received {config!r}.")
+        accepted = [name for name in inspect.signature(cls).parameters if name != "self"]
+        unknown = sorted(set(config) - set(accepted))
+        if unknown:
+            raise ValueError(
+                f"{cls.__name__}.from_config received unknown keys {unknown}; expected keys among {accepted}."
+            )
+        return cls(**config)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{key}={value!r}" for key, value in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class _RandomInitializer(Initializer):
+    """Holds the seed and turns it into a key for each call."""
+
+    def __init__(self, seed: int | None = None) -> None:
+        self.seed = _check_seed(seed, f"{type(self).__name__}(seed)")
+
+    def _key(self) -> jax.Array:
+        return _GLOBAL_SEEDS.next_key() if self.seed is None else jax.random.key(self.seed)
+
+    def __call__(self, shape: tuple[int, ...], dtype: Any = None) -> jax.Array:
+        """Returns a float32 draw of `shape` cast to the floating `dtype` (None means float32)."""
+        shape = _check_shape(shape)
+        dtype = _check_dtype(dtype, type(self).__name__, floating=True)
+        return self._sample(self._key(), shape).astype(dtype)
+
+    def _sample(self, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+        """Draws float32 values; the caller casts them."""
+        raise NotImplementedError
+
+    def get_config(self) -> dict[str, Any]:
+        """Returns the constructor arguments as a JSON-ready dict."""
+        return {"seed": self.seed}
+
+
+# --- constant initializers ---------------------------------------------------------------------
+
+
+class Zeros(Initializer):
+    """Fills with 0 in any dtype.
+
+    Example:
+      >>> Zeros()((2,), "int32")
+      Array([0, 0], dtype=int32)
+    """
+
+    def __call__(self, shape: tuple[int, ...], dtype: Any = None) -> jax.Array:
+        """Returns zeros of `shape` in `dtype` (None means float32)."""
+        return jnp.zeros(_check_shape(shape), _check_dtype(dtype, "Zeros", floating=False))
+
+
+class Ones(Initializer):
+    """Fills with 1 in any dtype.
+
+    Example:
+      >>> Ones()((2,), "bfloat16")
+      Array([1, 1], dtype=bfloat16)
+    """
+
+    def __call__(self, shape: tuple[int, ...], dtype: Any = None) -> jax.Array:
+        """Returns ones of `shape` in `dtype` (None means float32)."""
+        return jnp.ones(_check_shape(shape), _check_dtype(dtype, "Ones", floating=False))
+
+
+class Constant(Initializer):
+    """Fills with `value`, a number or an array that broadcasts to the requested shape.
+
+    Args:
+      value: a real number, or an array-like of real numbers.
+
+    Example:
+      >>> Constant(0.5)((3,))
+      Array([0.5, 0.5, 0.5], dtype=float32)
+    """
+
+    def __init__(self, value: Any = 0.0) -> None:
+        if isinstance(value, (bool, int, float, np.integer, np.floating)):
+            self.value = _check_real(value, "Constant(value)")
+            return
+        try:
+            array = np.asarray(value)
+        except (TypeError, ValueError):
+            array = None
+        if array is None or array.dtype == object or not np.issubdtype(array.dtype, np.number):
+            raise TypeError(
+                f"Constant(value) must be a real number or an array-like of numbers, "
+                f"received {value!r} of type {type(value).__name__}."
+            )
+        self.value = array.tolist()
+
+    def __call__(self, shape: tuple[int, ...], dtype: Any = None) -> jax.Array:
+        """Returns `value` broadcast to `shape`, in `dtype` (None means float32)."""
+        shape = _check_shape(shape)
+        dtype = _check_dtype(dtype, "Constant", floating=False)
+        value = np.asarray(self.value)
+        try:
+            np.broadcast_shapes(value.shape, shape)
+        except ValueError:
+            raise ValueError(
+                f"Constant value of shape {value.shape} cannot be broadcast to the requested shape {shape}."
+            ) from None
+        return jnp.broadcast_to(jnp.asarray(value, dtype), shape)
+
+    def get_config(self) -> dict[str, Any]:
+        """Returns the constructor arguments as a JSON-ready dict."""
+        return {"value": self.value}
+
+
+# --- random initializers -----------------------------------------------------------------------
+
+
+class RandomNormal(_RandomInitializer):
+    """Draws from a normal distribution.
+
+    Args:
+      mean: the mean.
+      stddev: the standard deviation, at least 0.
+      seed: an int for the same values on every call, or None for a fresh draw each call.
+
+    Example:
+      >>> RandomNormal(stddev=0.0, mean=3.0)((2,))
+      Array([3., 3.], dtype=float32)
+    """
+
+    def __init__(self, mean: float = 0.0, stddev: float = 0.05, seed: int | None = None) -> None:
+        super().__init__(seed)
+        self.mean = _check_real(mean, "RandomNormal(mean)")
+        self.stddev = _check_real(stddev, "RandomNormal(stddev)")
+        if self.stddev < 0:
+            raise ValueError(f"RandomNormal(stddev) must be >= 0, received {stddev!r}.")
+
+    def _sample(self, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+        return _normal(key, self.mean, self.stddev, shape=shape)
+
+    def get_config(self) -> dict[str, Any]:
+        """Returns the constructor arguments as a JSON-ready dict."""
+        return {"mean": self.mean, "stddev": self.stddev, "seed": self.seed}
+
+
+class TruncatedNormal(_RandomInitializer):
+    """Draws from a normal distribution, redrawing values more than 2 `stddev` from the mean.
+
+    `stddev` is that of the normal before truncation, as in Keras.
+
+    Args:
+      mean: the mean.
+      stddev: the standard deviation before truncation, at least 0.
+      seed: an int for the same values on every call, or None for a fresh draw each call.
+
+    Example:
+      >>> values = TruncatedNormal(stddev=1.0, seed=0)((1000,))
+      >>> bool(jnp.all(jnp.abs(values) <= 2.0))
+      True
+    """
+
+    def __init__(self, mean: float = 0.0, stddev: float = 0.05, seed: int | None = None) -> None:
+        super().__init__(seed)
+        self.mean = _check_real(mean, "TruncatedNormal(mean)")
+        self.stddev = _check_real(stddev, "TruncatedNormal(stddev)")
+        if self.stddev < 0:
+            raise ValueError(f"TruncatedNormal(stddev) must be >= 0, received {stddev!r}.")
+
+    def _sample(self, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+        return _truncated_normal(key, self.mean, self.stddev, shape=shape)
+
+    def get_config(self) -> dict[str, Any]:
+        """Returns the constructor arguments as a JSON-ready dict."""
+        return {"mean": self.mean, "stddev": self.stddev, "seed": self.seed}
+
+
+class RandomUniform(_RandomInitializer):
+    """Draws uniformly from `[minval, maxval)`.
+
+    Args:
+      minval: the lower bound.
+      maxval: the upper bound, at least `minval`.
+      seed: an int for the same values on every call, or None for a fresh draw each call.
+
+    Example:
+      >>> values = RandomUniform(-1.0, 1.0, seed=0)((100,))
+      >>> bool(jnp.all((values >= -1.0) & (values < 1.0)))
+      True
+    """
+
+    def __init__(self, minval: float = -0.05, maxval: float = 0.05, seed: int | None = None) -> None:
+        super().__init__(seed)
+        self.minval = _check_real(minval, "RandomUniform(minval)")
+        self.maxval = _check_real(maxval, "RandomUniform(maxval)")
+        if self.minval > self.maxval:
+            raise ValueError(f"RandomUniform needs minval <= maxval, received minval={minval!r}, maxval={maxval!r}.")
+
+    def _sample(self, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+        return _uniform(key, self.minval, self.maxval, shape=shape)
+
+    def get_config(self) -> dict[str, Any]:
+        """Returns the constructor arguments as a JSON-ready dict."""
+        return {"minval": self.minval, "maxval": self.maxval, "seed": self.seed}
+
+
+class VarianceScaling(_RandomInitializer):
+    """Draws with variance `scale / n`, `n` being the fan-in, the fan-out or their mean.
+
+    For a 2-D shape `(fan_in, fan_out)`; for more dims the leading ones are a receptive field
+    multiplying both (`(3, 3, 16, 32)` has fan-in 144 and fan-out 288); a 1-D shape has both fans
+    equal to its size and a scalar shape has both equal to 1. `"truncated_normal"` (alias
+    `"normal"`) cuts at two standard deviations and widens the normal so the variance stays
+    `scale / n`; `"uniform"` draws from `[-sqrt(3 scale / n), sqrt(3 scale / n)]`.
+
+    Args:
+      scale: a positive multiplier of the variance.
+      mode: `"fan_in"`, `"fan_out"` or `"fan_avg"`.
+      distribution: `"truncated_normal"`, `"normal"`, `"untruncated_normal"` or `"uniform"`.
+      seed: an int for the same values on every call, or None for a fresh draw each call.
+
+    Example:
+      >>> init = VarianceScaling(scale=3.0, mode="fan_in", distribution="uniform", seed=0)
+      >>> bool(jnp.max(jnp.abs(init((100, 5)))) <= 0.3)
+      True
+    """
+
+    def __init__(
+        self,
+        scale: float = 1.0,
+        mode: str = "fan_in",
+        distribution: str = "truncated_normal",
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(seed)
+        name = type(self).__name__
+        self.scale = _check_real(scale, f"{name}(scale)")
+        if self.scale <= 0:
+            raise ValueError(f"{name}(scale) must be > 0, received {scale!r}.")
+        if mode not in _MODES:
+            raise ValueError(f"{name}(mode) must be one of {_MODES}, received {mode!r}.")
+        if distribution not in _DISTRIBUTIONS:
+            raise ValueError(f"{name}(distribution) must be one of {_DISTRIBUTIONS}, received {distribution!r}.")
+        self.mode = mode
+        self.distribution = distribution
+
+    def _sample(self, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+        fan_in, fan_out = _compute_fans(shape)
+        fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[self.mode]
+        # A zero-sized dim gives an empty array; max() only keeps the arithmetic finite.
+        variance = self.scale / max(1.0, fan)
+        if self.distribution in ("truncated_normal", "normal"):
+            return _truncated_normal(key, 0.0, math.sqrt(variance) / _TRUNCATED_STDDEV, shape=shape)
+        if self.distribution == "untruncated_normal":
+            return _normal(key, 0.0, math.sqrt(variance), shape=shape)
+        limit = math.sqrt(3.0 * variance)
+        return _uniform(key, -limit, limit, shape=shape)
+
+    def get_config(self) -> dict[str, Any]:
+        """Returns the constructor arguments as a JSON-ready dict."""
+        return {"scale": self.scale, "mode": self.mode, "distribution": self.distribution, "seed": self.seed}
+
+
+class _FixedVarianceScaling(VarianceScaling):
+    """A VarianceScaling whose scale, mode and distribution are fixed by the subclass."""
+
+    _FIXED: tuple[float, str, str]
+
+    def __init__(self, seed: int | None = None) -> None:
+        scale, mode, distribution = self._FIXED
+        super().__init__(scale, mode, distribution, seed)
+
+    def get_config(self) -> dict[str, Any]:
+        """Returns the constructor arguments as a JSON-ready dict."""
+        return {"seed": self.seed}
+
+
+class GlorotNormal(_FixedVarianceScaling):
+    """Truncated normal with variance `2 / (fan_in + fan_out)` (Xavier normal).
+
+    Example:
+      >>> GlorotNormal(seed=0)((4, 3)).shape
+      (4, 3)
+    """
+
+    _FIXED = (1.0, "fan_avg", "truncated_normal")
+
+
+class GlorotUniform(_FixedVarianceScaling):
+    """Uniform in `±sqrt(6 / (fan_in + fan_out))` (Xavier uniform).
+
+    Example:
+      >>> bool(jnp.max(jnp.abs(GlorotUniform(seed=0)((4, 2)))) <= 1.0)
+      True
+    """
+
+    _FIXED = (1.0, "fan_avg", "uniform")
+
+
+class HeNormal(_FixedVarianceScaling):
+    """Truncated normal with variance `2 / fan_in`, for ReLU networks.
+
+    Example:
+      >>> HeNormal(seed=0)((4, 3), "float16").dtype
+      dtype('float16')
+    """
+
+    _FIXED = (2.0, "fan_in", "truncated_normal")
+
+
+class HeUniform(_FixedVarianceScaling):
+    """Uniform in `±sqrt(6 / fan_in)`, for ReLU networks.
+
+    Example:
+      >>> bool(jnp.max(jnp.abs(HeUniform(seed=0)((6, 3)))) <= 1.0)
+      True
+    """
+
+    _FIXED = (2.0, "fan_in", "uniform")
+
+
+class LecunNormal(_FixedVarianceScaling):
+    """Truncated normal with variance `1 / fan_in`, for SELU networks.
+
+    Example:
+      >>> LecunNormal(seed=0)((4, 3)).shape
+      (4, 3)
+    """
+
+    _FIXED = (1.0, "fan_in", "truncated_normal")
+
+
+class LecunUniform(_FixedVarianceScaling):
+    """Uniform in `±sqrt(3 / fan_in)`.
+
+    Example:
+      >>> bool(jnp.max(jnp.abs(LecunUniform(seed=0)((3, 3)))) <= 1.0)
+      True
+    """
+
+    _FIXED = (1.0, "fan_in", "uniform")
+
+
+class Orthogonal(_RandomInitializer):
+    """A random matrix with orthonormal columns (or rows, when wider than tall) times `gain`.
+
+    The shape must have at least 2 dims; the leading ones are flattened into rows, so a conv
+    kernel `(3, 3, 8, 16)` is orthogonal as a 72×16 matrix.
+
+    Args:
+      gain: the multiplier.
+      seed: an int for the same values on every call, or None for a fresh draw each call.
+
+    Example:
+      >>> q = Orthogonal(seed=0)((4, 4))
+      >>> bool(jnp.allclose(q.T @ q, jnp.eye(4), atol=1e-5))
+      True
+    """
+
+    def __init__(self, gain: float = 1.0, seed: int | None = None) -> None:
+        super().__init__(seed)
+        self.gain = _check_real(gain, "Orthogonal(gain)")
+
+    def __call__(self, shape: tuple[int, ...], dtype: Any = None) -> jax.Array:
+        """Returns an orthogonal array of `shape` (at least 2 dims) in a floating `dtype`."""
+        if isinstance(shape, (tuple, list)) and len(shape) < 2:
+            raise ValueError(f"Orthogonal needs a shape with at least 2 dims, received {tuple(shape)!r}.")
+        return super().__call__(shape, dtype)
+
+    def _sample(self, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+        return _orthogonal(key, self.gain, shape=shape)
+
+    def get_config(self) -> dict[str, Any]:
+        """Returns the constructor arguments as a JSON-ready dict."""
+        return {"gain": self.gain, "seed": self.seed}
+
+
+# --- lookup ------------------------------------------------------------------------------------
+
+_CLASSES: tuple[type[Initializer], ...] = (
+    Zeros,
+    Ones,
+    Constant,
+    RandomNormal,
+    RandomUniform,
+    TruncatedNormal,
+    GlorotNormal,
+    GlorotUniform,
+    HeNormal,
+    HeUniform,
+    LecunNormal,
+    LecunUniform,
+    Orthogonal,
+    VarianceScaling,
+)
+_SNAKE_NAMES = (
+    "zeros",
+    "ones",
+    "constant",
+    "random_normal",
+    "random_uniform",
+    "truncated_normal",
+    "glorot_normal",
+    "glorot_uniform",
+    "he_normal",
+    "he_uniform",
+    "lecun_normal",
+    "lecun_uniform",
+    "orthogonal",
+    "variance_scaling",
+)
+_BY_NAME: dict[str, type[Initializer]] = {
+    **dict(zip(_SNAKE_NAMES, _CLASSES, strict=True)),
+    **{cls.__name__: cls for cls in _CLASSES},
+}
+
+
+def _class_for(name: str) -> type[Initializer]:
+    if name not in _BY_NAME:
+        hint = difflib.get_close_matches(name, list(_BY_NAME), n=1)
+        suggestion = f" Did you mean {hint[0]!r}?" if hint else ""
+        raise ValueError(
+            f"Unknown initializer {name!r}. Expected one of {', '.join(_SNAKE_NAMES)} "
+            f"(or the class names {', '.join(cls.__name__ for cls in _CLASSES)}).{suggestion}"
+        )
+    return _BY_NAME[name]
+
+
+def serialize(initializer: Initializer) -> dict[str, Any]:
+    """Returns `{"class_name": ..., "config": ...}` for an initializer, ready for JSON.
+
+    Example:
+      >>> from layers import initializers
+      >>> initializers.serialize(GlorotUniform(seed=3))
+      {'class_name': 'GlorotUniform', 'config': {'seed': 3}}
+    """
+    if not isinstance(initializer, Initializer):
+        raise TypeError(
+            f"serialize expects an Initializer, received {initializer!r} of type {type(initializer).__name__}."
+        )
+    return {"class_name": type(initializer).__name__, "config": initializer.get_config()}
+
+
+def _deserialize(config: dict[str, Any]) -> Initializer:
+    class_name = config.get("class_name")
+    if not isinstance(class_name, str):
+        raise ValueError(f"An initializer config needs a string 'class_name', received {config!r}.")
+    inner = config.get("config", {})
+    if not isinstance(inner, dict):
+        raise ValueError(f"An initializer config needs a dict 'config', received {inner!r} in {config!r}.")
+    return _class_for(class_name).from_config(inner)
+
+
+def get(identifier: Any) -> Any:
+    """Returns the initializer an identifier stands for.
+
+    Args:
+      identifier: None (returned as None), a name (`"he_normal"`, `"HeNormal"`), an
+        `Initializer` (returned as is), a dict from `serialize`, an `Initializer` subclass
+        (instantiated with its defaults), or any other callable (returned as is).
+
+    Raises:
+      ValueError: an unknown name or a malformed config dict.
+      TypeError: anything else.
+
+    Example:
+      >>> from layers import initializers
+      >>> initializers.get({"class_name": "HeNormal", "config": {"seed": 1}})
+      HeNormal(seed=1)
+    """
+    if identifier is None or isinstance(identifier, Initializer):
+        return identifier
+    if isinstance(identifier, str):
+        return _class_for(identifier)()
+    if isinstance(identifier, dict):
+        return _deserialize(identifier)
+    if isinstance(identifier, type) and issubclass(identifier, Initializer):
+        return identifier()
+    if callable(identifier):
+        return identifier
+    raise TypeError(
+        f"Cannot interpret {identifier!r} of type {type(identifier).__name__} as an initializer. "
+        f"Expected None, a name such as 'glorot_uniform', an Initializer, a config dict or a callable."
+    )
