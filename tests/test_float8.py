@@ -377,7 +377,7 @@ def test_compute_scale_accepts_numpy_scalar_dtype_max():
 
 
 def test_integer_histories_are_rejected_instead_of_truncating_amaxes():
-    with pytest.raises(ValueError, match="history must be floating.*int32"):
+    with pytest.raises(ValueError, match=r"history must be floating.*int32"):
         float8.update_amax_history(jnp.array([5.5]), jnp.zeros(3, jnp.int32))
 
 
