@@ -6,7 +6,19 @@ import inspect
 from typing import Any
 
 from dtypepolicy import _state
-from dtypepolicy._parse import parse_plain, plain_name
+from dtypepolicy._parse import PlainSpec, parse_plain, plain_name
+
+
+def _plain_spec(name: Any, what: str) -> PlainSpec:
+    """The meaning of a plain policy name; None means the current default's."""
+    if name is None:
+        return current_default()._spec
+    if not isinstance(name, str):
+        raise TypeError(
+            f"{what} must be a string or None, received {name!r} of type {type(name).__name__}. "
+            f"Use dtypepolicy.get() to convert dtype objects."
+        )
+    return parse_plain(name)
 
 
 def _rebuild(cls: type, config: dict[str, Any]) -> Any:
@@ -35,16 +47,7 @@ class DTypePolicy:
     __slots__ = ("_spec",)
 
     def __init__(self, name: str | None = None) -> None:
-        if name is None:
-            spec = current_default()._spec
-        elif isinstance(name, str):
-            spec = parse_plain(name)
-        else:
-            raise TypeError(
-                f"DTypePolicy name must be a string or None, received {name!r} of type "
-                f"{type(name).__name__}. Use dtypepolicy.get() to convert dtype objects."
-            )
-        object.__setattr__(self, "_spec", spec)
+        object.__setattr__(self, "_spec", _plain_spec(name, "DTypePolicy name"))
 
     def __setattr__(self, key: str, value: Any) -> None:
         raise AttributeError(f"{type(self).__name__} is immutable; cannot set {key!r}. Create a new policy.")
@@ -146,16 +149,7 @@ class QuantizedDTypePolicy(DTypePolicy):
 
     def __init__(self, mode: str, source_name: str | None = None) -> None:
         mode = _check_choice(mode, f"{type(self).__name__} mode", self._MODES)
-        if source_name is None:
-            spec = current_default()._spec
-        elif isinstance(source_name, str):
-            spec = parse_plain(source_name)
-        else:
-            raise TypeError(
-                f"source_name must be a policy name string or None, received {source_name!r} "
-                f"of type {type(source_name).__name__}."
-            )
-        object.__setattr__(self, "_spec", spec)
+        object.__setattr__(self, "_spec", _plain_spec(source_name, "source_name"))
         object.__setattr__(self, "_mode", mode)
 
     @property
