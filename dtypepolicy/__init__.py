@@ -14,11 +14,14 @@ from dtypepolicy._policy import DTypePolicy, QuantizedDTypePolicy, QuantizedFloa
 from dtypepolicy._policy_map import DTypePolicyMap
 from dtypepolicy._serialization import deserialize, get, serialize
 from dtypepolicy._stateless import StatelessScope
+from dtypepolicy._strict import DtypeUpcastError, DtypeUpcastWarning, set_strict, strict_mode
 from dtypepolicy._variable import Variable
 
 __all__ = [
     "DTypePolicy",
     "DTypePolicyMap",
+    "DtypeUpcastError",
+    "DtypeUpcastWarning",
     "QuantizedDTypePolicy",
     "QuantizedFloat8DTypePolicy",
     "StatelessScope",
@@ -32,6 +35,8 @@ __all__ = [
     "policy_scope",
     "serialize",
     "set_dtype_policy",
+    "set_strict",
+    "strict_mode",
 ]
 
 __version__ = "0.1.0"

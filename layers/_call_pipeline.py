@@ -15,6 +15,7 @@ import jax
 
 import dtypepolicy as dp
 from dtypepolicy._dtypes import is_float
+from dtypepolicy._strict import check_outputs
 from layers import _call_context, _inputs, _masking, _signature
 from layers._input_spec import check_input_spec
 
@@ -124,6 +125,8 @@ def _finish_outputs(layer: Any, policy: Any, outputs: Any, first: Any, mask: Any
                 layer.add_loss(regularizer(leaf.astype("float32")))
     if layer.supports_masking:
         _masking.attach_masks(outputs, layer.compute_mask(first, mask))
+    if not layer._own_layers:  # composite layers answer for their sublayers' choices
+        check_outputs(layer.path, outputs, policy.output_dtype or policy.compute_dtype)
     return outputs
 
 

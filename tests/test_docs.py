@@ -25,6 +25,8 @@ MODULES = [
     "dtypepolicy._policy_map",
     "dtypepolicy._serialization",
     "dtypepolicy._stateless",
+    "dtypepolicy._strict",
+    "dtypepolicy._numerics",
     "dtypepolicy._variable",
     "dtypepolicy.float8",
     "dtypepolicy.loss_scale",
