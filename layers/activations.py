@@ -12,7 +12,6 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +19,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
+
+from layers._registry import did_you_mean
 
 __all__ = [
     "elu",
@@ -352,9 +353,10 @@ def get(identifier: Any) -> Callable[..., Any]:
         return linear
     if isinstance(identifier, str):
         if identifier not in _BY_NAME:
-            hint = difflib.get_close_matches(identifier, list(_BY_NAME), n=1)
-            suggestion = f" Did you mean {hint[0]!r}?" if hint else ""
-            raise ValueError(f"Unknown activation {identifier!r}. Expected one of {', '.join(_BY_NAME)}.{suggestion}")
+            raise ValueError(
+                f"Unknown activation {identifier!r}. Expected one of {', '.join(_BY_NAME)}."
+                f"{did_you_mean(identifier, _BY_NAME)}"
+            )
         return _BY_NAME[identifier]
     if callable(identifier):
         return identifier

@@ -11,15 +11,15 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 import functools
-import inspect
 import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from layers._registry import Configurable, Registry
 
 __all__ = ["Constraint", "MaxNorm", "MinMaxNorm", "NonNeg", "UnitNorm", "get", "serialize"]
 
@@ -101,7 +101,7 @@ def _unit_norm(w: jax.Array, axis: tuple[int, ...]) -> jax.Array:
     return (wide / (_EPSILON + _norms(wide, axis))).astype(w.dtype)
 
 
-class Constraint:
+class Constraint(Configurable):
     """Base class: a callable `array -> array` of the same shape and dtype, with a config.
 
     Subclasses implement `__call__` and `get_config`; `from_config` passes the config to the
@@ -118,27 +118,6 @@ class Constraint:
     def __call__(self, w: Any) -> jax.Array:
         """Returns the constrained `w`, same shape and dtype."""
         raise NotImplementedError(f"{type(self).__name__} must implement __call__(w).")
-
-    def get_config(self) -> dict[str, Any]:
-        """Returns the constructor arguments as a JSON-ready dict."""
-        return {}
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Constraint:
-        """Rebuilds a constraint from the output of `get_config`."""
-        if not isinstance(config, dict):
-            raise TypeError(f"{cls.__name__}.from_config expects a dict, received {config!r}.")
-        accepted = [name for name in inspect.signature(cls).parameters if name != "self"]
-        unknown = sorted(set(config) - set(accepted))
-        if unknown:
-            raise ValueError(
-                f"{cls.__name__}.from_config received unknown keys {unknown}; expected keys among {accepted}."
-            )
-        return cls(**config)
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{key}={value!r}" for key, value in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 def _axis_config(axis: int | tuple[int, ...]) -> int | list[int]:
@@ -260,19 +239,12 @@ class MinMaxNorm(Constraint):
 
 # --- lookup ------------------------------------------------------------------------------------
 
-_SNAKE_NAMES = {"non_neg": NonNeg, "max_norm": MaxNorm, "unit_norm": UnitNorm, "min_max_norm": MinMaxNorm}
-_BY_NAME: dict[str, type[Constraint]] = {**_SNAKE_NAMES, **{cls.__name__: cls for cls in _SNAKE_NAMES.values()}}
-
-
-def _class_for(name: str) -> type[Constraint]:
-    if name not in _BY_NAME:
-        hint = difflib.get_close_matches(name, list(_BY_NAME), n=1)
-        suggestion = f" Did you mean {hint[0]!r}?" if hint else ""
-        raise ValueError(
-            f"Unknown constraint {name!r}. Expected one of {', '.join(_SNAKE_NAMES)} "
-            f"(or the class names {', '.join(cls.__name__ for cls in _SNAKE_NAMES.values())}).{suggestion}"
-        )
-    return _BY_NAME[name]
+_REGISTRY = Registry(
+    "constraint",
+    Constraint,
+    {"non_neg": NonNeg, "max_norm": MaxNorm, "unit_norm": UnitNorm, "min_max_norm": MinMaxNorm},
+    example="max_norm",
+)
 
 
 def serialize(constraint: Constraint) -> dict[str, Any]:
@@ -283,19 +255,7 @@ def serialize(constraint: Constraint) -> dict[str, Any]:
       >>> constraints.serialize(UnitNorm(axis=[0, 1]))
       {'class_name': 'UnitNorm', 'config': {'axis': [0, 1]}}
     """
-    if not isinstance(constraint, Constraint):
-        raise TypeError(f"serialize expects a Constraint, received {constraint!r} of type {type(constraint).__name__}.")
-    return {"class_name": type(constraint).__name__, "config": constraint.get_config()}
-
-
-def _deserialize(config: dict[str, Any]) -> Constraint:
-    class_name = config.get("class_name")
-    if not isinstance(class_name, str):
-        raise ValueError(f"A constraint config needs a string 'class_name', received {config!r}.")
-    inner = config.get("config", {})
-    if not isinstance(inner, dict):
-        raise ValueError(f"A constraint config needs a dict 'config', received {inner!r} in {config!r}.")
-    return _class_for(class_name).from_config(inner)
+    return _REGISTRY.serialize(constraint)
 
 
 def get(identifier: Any) -> Any:
@@ -315,17 +275,4 @@ def get(identifier: Any) -> Any:
       >>> constraints.get({"class_name": "MaxNorm", "config": {"max_value": 3.0, "axis": 0}})
       MaxNorm(max_value=3.0, axis=0)
     """
-    if identifier is None or isinstance(identifier, Constraint):
-        return identifier
-    if isinstance(identifier, str):
-        return _class_for(identifier)()
-    if isinstance(identifier, dict):
-        return _deserialize(identifier)
-    if isinstance(identifier, type) and issubclass(identifier, Constraint):
-        return identifier()
-    if callable(identifier):
-        return identifier
-    raise TypeError(
-        f"Cannot interpret {identifier!r} of type {type(identifier).__name__} as a constraint. "
-        f"Expected None, a name such as 'max_norm', a Constraint, a config dict or a callable."
-    )
+    return _REGISTRY.get(identifier)

@@ -19,12 +19,7 @@ Example:
 
 from __future__ import annotations
 
-import difflib
-import functools
-import inspect
 import math
-import secrets
-import threading
 from typing import Any
 
 import jax
@@ -32,6 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from dtypepolicy._dtypes import check_representable, is_float, standardize_dtype
+from layers import _random
+from layers._registry import Configurable, Registry
 
 __all__ = [
     "Constant",
@@ -54,55 +51,14 @@ __all__ = [
     "set_random_seed",
 ]
 
-# Standard deviation of a standard normal truncated to [-2, 2]; dividing by it restores the
-# requested variance after truncation.
-_TRUNCATED_STDDEV = 0.87962566103423978
-_SEED_LIMIT = 2**32  # JAX keeps 32 bits of a seed with x64 off, so larger seeds would collide.
 _MODES = ("fan_in", "fan_out", "fan_avg")
 _DISTRIBUTIONS = ("normal", "truncated_normal", "untruncated_normal", "uniform")
-
-
-# --- the process-wide seed generator -------------------------------------------------------
-
-
-class _SeedGenerator:
-    """Hands out distinct keys; its state is two Python ints, so jit tracing never captures it."""
-
-    def __init__(self, seed: int) -> None:
-        self._lock = threading.Lock()
-        self._seed = seed
-        self._count = 0
-
-    def reset(self, seed: int) -> None:
-        with self._lock:
-            self._seed = seed
-            self._count = 0
-
-    def next_key(self) -> jax.Array:
-        with self._lock:
-            seed, count = self._seed, self._count
-            self._count += 1
-        return jax.random.fold_in(jax.random.key(seed), count)
-
-
-# Unseeded runs differ from each other, as in Keras; set_random_seed pins them.
-_GLOBAL_SEEDS = _SeedGenerator(secrets.randbits(32))
-
-
-def _check_seed(seed: Any, what: str) -> int | None:
-    if seed is None:
-        return None
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"{what} must be an int or None, received {seed!r} of type {type(seed).__name__}.")
-    if not 0 <= seed < _SEED_LIMIT:
-        raise ValueError(f"{what} must be in [0, 2**32), received {seed!r}.")
-    return int(seed)
 
 
 def set_random_seed(seed: int) -> None:
     """Resets the generator that unseeded initializers draw from, making later draws reproducible.
 
-    Only this module's generator is reset; NumPy's and Python's are left alone.
+    Only the initializers' generator is reset; NumPy's and Python's are left alone.
 
     Args:
       seed: an int in `[0, 2**32)`.
@@ -114,10 +70,10 @@ def set_random_seed(seed: int) -> None:
       >>> bool(jnp.all(RandomNormal()((2,)) == first))
       True
     """
-    seed = _check_seed(seed, "set_random_seed(seed)")
+    seed = _random.check_seed(seed, "set_random_seed(seed)")
     if seed is None:
         raise TypeError("set_random_seed(seed) must be an int, received None.")
-    _GLOBAL_SEEDS.reset(seed)
+    _random.GLOBAL_SEEDS.reset(seed)
 
 
 # --- argument checks -------------------------------------------------------------------------
@@ -159,43 +115,10 @@ def _compute_fans(shape: tuple[int, ...]) -> tuple[int, int]:
     return shape[-2] * receptive_field, shape[-1] * receptive_field
 
 
-# --- samplers ----------------------------------------------------------------------------------
-# One jitted float32 sampler per distribution; the caller casts. Parameters are traced and only
-# the shape is static, so every dtype and every instance reuses one compilation per shape (the
-# threefry bit generator takes most of a second to compile on CPU).
-
-
-@functools.partial(jax.jit, static_argnames="shape")
-def _normal(key: jax.Array, mean: float, stddev: float, *, shape: tuple[int, ...]) -> jax.Array:
-    return mean + stddev * jax.random.normal(key, shape, jnp.float32)
-
-
-@functools.partial(jax.jit, static_argnames="shape")
-def _truncated_normal(key: jax.Array, mean: float, stddev: float, *, shape: tuple[int, ...]) -> jax.Array:
-    return mean + stddev * jax.random.truncated_normal(key, -2.0, 2.0, shape, jnp.float32)
-
-
-@functools.partial(jax.jit, static_argnames="shape")
-def _uniform(key: jax.Array, minval: float, maxval: float, *, shape: tuple[int, ...]) -> jax.Array:
-    return jax.random.uniform(key, shape, jnp.float32, minval, maxval)
-
-
-@functools.partial(jax.jit, static_argnames="shape")
-def _orthogonal(key: jax.Array, gain: float, *, shape: tuple[int, ...]) -> jax.Array:
-    rows, cols = math.prod(shape[:-1]), shape[-1]
-    normal = jax.random.normal(key, (max(rows, cols), min(rows, cols)), jnp.float32)
-    q, r = jnp.linalg.qr(normal)
-    # Fixing the signs of diag(r) makes Q uniformly (Haar) distributed, not just orthogonal.
-    q = q * jnp.where(jnp.diagonal(r) < 0, -1.0, 1.0)
-    if rows < cols:
-        q = q.T
-    return gain * q.reshape(shape)
-
-
 # --- base classes -----------------------------------------------------------------------------
 
 
-class Initializer:
+class Initializer(Configurable):
     """Base class: a callable `(shape, dtype=None) -> jax.Array` with a JSON-ready config.
 
     Subclasses implement `__call__` and `get_config`; `from_config` passes the config to the
@@ -213,36 +136,15 @@ class Initializer:
         """Returns an array of `shape` in `dtype` (None means float32)."""
         raise NotImplementedError(f"{type(self).__name__} must implement __call__(shape, dtype=None).")
 
-    def get_config(self) -> dict[str, Any]:
-        """Returns the constructor arguments as a JSON-ready dict."""
-        return {}
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Initializer:
-        """Rebuilds an initializer from the output of `get_config`."""
-        if not isinstance(config, dict):
-            raise TypeError(f"{cls.__name__}.from_config expects a dict, received {config!r}.")
-        accepted = [name for name in inspect.signature(cls).parameters if name != "self"]
-        unknown = sorted(set(config) - set(accepted))
-        if unknown:
-            raise ValueError(
-                f"{cls.__name__}.from_config received unknown keys {unknown}; expected keys among {accepted}."
-            )
-        return cls(**config)
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{key}={value!r}" for key, value in self.get_config().items())
-        return f"{type(self).__name__}({args})"
-
 
 class _RandomInitializer(Initializer):
     """Holds the seed and turns it into a key for each call."""
 
     def __init__(self, seed: int | None = None) -> None:
-        self.seed = _check_seed(seed, f"{type(self).__name__}(seed)")
+        self.seed = _random.check_seed(seed, f"{type(self).__name__}(seed)")
 
     def _key(self) -> jax.Array:
-        return _GLOBAL_SEEDS.next_key() if self.seed is None else jax.random.key(self.seed)
+        return _random.GLOBAL_SEEDS.next_key() if self.seed is None else jax.random.key(self.seed)
 
     def __call__(self, shape: tuple[int, ...], dtype: Any = None) -> jax.Array:
         """Returns a float32 draw of `shape` cast to the floating `dtype` (None means float32)."""
@@ -356,7 +258,7 @@ class RandomNormal(_RandomInitializer):
             raise ValueError(f"RandomNormal(stddev) must be >= 0, received {stddev!r}.")
 
     def _sample(self, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-        return _normal(key, self.mean, self.stddev, shape=shape)
+        return _random.normal(key, self.mean, self.stddev, shape=shape)
 
     def get_config(self) -> dict[str, Any]:
         """Returns the constructor arguments as a JSON-ready dict."""
@@ -387,7 +289,7 @@ class TruncatedNormal(_RandomInitializer):
             raise ValueError(f"TruncatedNormal(stddev) must be >= 0, received {stddev!r}.")
 
     def _sample(self, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-        return _truncated_normal(key, self.mean, self.stddev, shape=shape)
+        return _random.truncated_normal(key, self.mean, self.stddev, shape=shape)
 
     def get_config(self) -> dict[str, Any]:
         """Returns the constructor arguments as a JSON-ready dict."""
@@ -416,7 +318,7 @@ class RandomUniform(_RandomInitializer):
             raise ValueError(f"RandomUniform needs minval <= maxval, received minval={minval!r}, maxval={maxval!r}.")
 
     def _sample(self, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-        return _uniform(key, self.minval, self.maxval, shape=shape)
+        return _random.uniform(key, self.minval, self.maxval, shape=shape)
 
     def get_config(self) -> dict[str, Any]:
         """Returns the constructor arguments as a JSON-ready dict."""
@@ -469,11 +371,11 @@ class VarianceScaling(_RandomInitializer):
         # A zero-sized dim gives an empty array; max() only keeps the arithmetic finite.
         variance = self.scale / max(1.0, fan)
         if self.distribution in ("truncated_normal", "normal"):
-            return _truncated_normal(key, 0.0, math.sqrt(variance) / _TRUNCATED_STDDEV, shape=shape)
+            return _random.truncated_normal(key, 0.0, math.sqrt(variance) / _random.TRUNCATED_STDDEV, shape=shape)
         if self.distribution == "untruncated_normal":
-            return _normal(key, 0.0, math.sqrt(variance), shape=shape)
+            return _random.normal(key, 0.0, math.sqrt(variance), shape=shape)
         limit = math.sqrt(3.0 * variance)
-        return _uniform(key, -limit, limit, shape=shape)
+        return _random.uniform(key, -limit, limit, shape=shape)
 
     def get_config(self) -> dict[str, Any]:
         """Returns the constructor arguments as a JSON-ready dict."""
@@ -587,7 +489,7 @@ class Orthogonal(_RandomInitializer):
         return super().__call__(shape, dtype)
 
     def _sample(self, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-        return _orthogonal(key, self.gain, shape=shape)
+        return _random.orthogonal(key, self.gain, shape=shape)
 
     def get_config(self) -> dict[str, Any]:
         """Returns the constructor arguments as a JSON-ready dict."""
@@ -596,53 +498,28 @@ class Orthogonal(_RandomInitializer):
 
 # --- lookup ------------------------------------------------------------------------------------
 
-_CLASSES: tuple[type[Initializer], ...] = (
-    Zeros,
-    Ones,
-    Constant,
-    RandomNormal,
-    RandomUniform,
-    TruncatedNormal,
-    GlorotNormal,
-    GlorotUniform,
-    HeNormal,
-    HeUniform,
-    LecunNormal,
-    LecunUniform,
-    Orthogonal,
-    VarianceScaling,
+_REGISTRY = Registry(
+    "initializer",
+    Initializer,
+    {
+        "zeros": Zeros,
+        "ones": Ones,
+        "constant": Constant,
+        "random_normal": RandomNormal,
+        "random_uniform": RandomUniform,
+        "truncated_normal": TruncatedNormal,
+        "glorot_normal": GlorotNormal,
+        "glorot_uniform": GlorotUniform,
+        "he_normal": HeNormal,
+        "he_uniform": HeUniform,
+        "lecun_normal": LecunNormal,
+        "lecun_uniform": LecunUniform,
+        "orthogonal": Orthogonal,
+        "variance_scaling": VarianceScaling,
+    },
+    example="glorot_uniform",
+    article="an",
 )
-_SNAKE_NAMES = (
-    "zeros",
-    "ones",
-    "constant",
-    "random_normal",
-    "random_uniform",
-    "truncated_normal",
-    "glorot_normal",
-    "glorot_uniform",
-    "he_normal",
-    "he_uniform",
-    "lecun_normal",
-    "lecun_uniform",
-    "orthogonal",
-    "variance_scaling",
-)
-_BY_NAME: dict[str, type[Initializer]] = {
-    **dict(zip(_SNAKE_NAMES, _CLASSES, strict=True)),
-    **{cls.__name__: cls for cls in _CLASSES},
-}
-
-
-def _class_for(name: str) -> type[Initializer]:
-    if name not in _BY_NAME:
-        hint = difflib.get_close_matches(name, list(_BY_NAME), n=1)
-        suggestion = f" Did you mean {hint[0]!r}?" if hint else ""
-        raise ValueError(
-            f"Unknown initializer {name!r}. Expected one of {', '.join(_SNAKE_NAMES)} "
-            f"(or the class names {', '.join(cls.__name__ for cls in _CLASSES)}).{suggestion}"
-        )
-    return _BY_NAME[name]
 
 
 def serialize(initializer: Initializer) -> dict[str, Any]:
@@ -653,21 +530,7 @@ def serialize(initializer: Initializer) -> dict[str, Any]:
       >>> initializers.serialize(GlorotUniform(seed=3))
       {'class_name': 'GlorotUniform', 'config': {'seed': 3}}
     """
-    if not isinstance(initializer, Initializer):
-        raise TypeError(
-            f"serialize expects an Initializer, received {initializer!r} of type {type(initializer).__name__}."
-        )
-    return {"class_name": type(initializer).__name__, "config": initializer.get_config()}
-
-
-def _deserialize(config: dict[str, Any]) -> Initializer:
-    class_name = config.get("class_name")
-    if not isinstance(class_name, str):
-        raise ValueError(f"An initializer config needs a string 'class_name', received {config!r}.")
-    inner = config.get("config", {})
-    if not isinstance(inner, dict):
-        raise ValueError(f"An initializer config needs a dict 'config', received {inner!r} in {config!r}.")
-    return _class_for(class_name).from_config(inner)
+    return _REGISTRY.serialize(initializer)
 
 
 def get(identifier: Any) -> Any:
@@ -687,17 +550,4 @@ def get(identifier: Any) -> Any:
       >>> initializers.get({"class_name": "HeNormal", "config": {"seed": 1}})
       HeNormal(seed=1)
     """
-    if identifier is None or isinstance(identifier, Initializer):
-        return identifier
-    if isinstance(identifier, str):
-        return _class_for(identifier)()
-    if isinstance(identifier, dict):
-        return _deserialize(identifier)
-    if isinstance(identifier, type) and issubclass(identifier, Initializer):
-        return identifier()
-    if callable(identifier):
-        return identifier
-    raise TypeError(
-        f"Cannot interpret {identifier!r} of type {type(identifier).__name__} as an initializer. "
-        f"Expected None, a name such as 'glorot_uniform', an Initializer, a config dict or a callable."
-    )
+    return _REGISTRY.get(identifier)

@@ -11,14 +11,14 @@ Example:
 
 from __future__ import annotations
 
-import difflib
-import inspect
 import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from layers._registry import Configurable, Registry
 
 __all__ = ["L1", "L1L2", "L2", "Regularizer", "get", "serialize"]
 
@@ -58,7 +58,7 @@ def _l1_l2(x: jax.Array, l1: float, l2: float) -> jax.Array:
     return l1 * jnp.sum(jnp.abs(x)) + l2 * jnp.sum(jnp.square(x))
 
 
-class Regularizer:
+class Regularizer(Configurable):
     """Base class: a callable `array -> float32 scalar` with a JSON-ready config.
 
     Subclasses implement `__call__` and `get_config`; `from_config` passes the config to the
@@ -75,27 +75,6 @@ class Regularizer:
     def __call__(self, x: Any) -> jax.Array:
         """Returns the penalty for `x` as a float32 scalar."""
         raise NotImplementedError(f"{type(self).__name__} must implement __call__(x).")
-
-    def get_config(self) -> dict[str, Any]:
-        """Returns the constructor arguments as a JSON-ready dict."""
-        return {}
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Regularizer:
-        """Rebuilds a regularizer from the output of `get_config`."""
-        if not isinstance(config, dict):
-            raise TypeError(f"{cls.__name__}.from_config expects a dict, received {config!r}.")
-        accepted = [name for name in inspect.signature(cls).parameters if name != "self"]
-        unknown = sorted(set(config) - set(accepted))
-        if unknown:
-            raise ValueError(
-                f"{cls.__name__}.from_config received unknown keys {unknown}; expected keys among {accepted}."
-            )
-        return cls(**config)
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{key}={value!r}" for key, value in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 class L1L2(Regularizer):
@@ -171,19 +150,7 @@ class L2(Regularizer):
 
 # --- lookup ------------------------------------------------------------------------------------
 
-_SNAKE_NAMES = {"l1": L1, "l2": L2, "l1_l2": L1L2}
-_BY_NAME: dict[str, type[Regularizer]] = {**_SNAKE_NAMES, **{cls.__name__: cls for cls in (L1, L2, L1L2)}}
-
-
-def _class_for(name: str) -> type[Regularizer]:
-    if name not in _BY_NAME:
-        hint = difflib.get_close_matches(name, list(_BY_NAME), n=1)
-        suggestion = f" Did you mean {hint[0]!r}?" if hint else ""
-        raise ValueError(
-            f"Unknown regularizer {name!r}. Expected one of {', '.join(_SNAKE_NAMES)} "
-            f"(or the class names L1, L2, L1L2).{suggestion}"
-        )
-    return _BY_NAME[name]
+_REGISTRY = Registry("regularizer", Regularizer, {"l1": L1, "l2": L2, "l1_l2": L1L2}, example="l2")
 
 
 def serialize(regularizer: Regularizer) -> dict[str, Any]:
@@ -194,21 +161,7 @@ def serialize(regularizer: Regularizer) -> dict[str, Any]:
       >>> regularizers.serialize(L2(0.5))
       {'class_name': 'L2', 'config': {'l2': 0.5}}
     """
-    if not isinstance(regularizer, Regularizer):
-        raise TypeError(
-            f"serialize expects a Regularizer, received {regularizer!r} of type {type(regularizer).__name__}."
-        )
-    return {"class_name": type(regularizer).__name__, "config": regularizer.get_config()}
-
-
-def _deserialize(config: dict[str, Any]) -> Regularizer:
-    class_name = config.get("class_name")
-    if not isinstance(class_name, str):
-        raise ValueError(f"A regularizer config needs a string 'class_name', received {config!r}.")
-    inner = config.get("config", {})
-    if not isinstance(inner, dict):
-        raise ValueError(f"A regularizer config needs a dict 'config', received {inner!r} in {config!r}.")
-    return _class_for(class_name).from_config(inner)
+    return _REGISTRY.serialize(regularizer)
 
 
 def get(identifier: Any) -> Any:
@@ -226,20 +179,9 @@ def get(identifier: Any) -> Any:
 
     Example:
       >>> from layers import regularizers
+      >>> regularizers.get("l1")
+      L1(l1=0.01)
       >>> regularizers.get({"class_name": "L1L2", "config": {"l1": 0.1, "l2": 0.2}})
       L1L2(l1=0.1, l2=0.2)
     """
-    if identifier is None or isinstance(identifier, Regularizer):
-        return identifier
-    if isinstance(identifier, str):
-        return _class_for(identifier)()
-    if isinstance(identifier, dict):
-        return _deserialize(identifier)
-    if isinstance(identifier, type) and issubclass(identifier, Regularizer):
-        return identifier()
-    if callable(identifier):
-        return identifier
-    raise TypeError(
-        f"Cannot interpret {identifier!r} of type {type(identifier).__name__} as a regularizer. "
-        f"Expected None, a name such as 'l2', a Regularizer, a config dict or a callable."
-    )
+    return _REGISTRY.get(identifier)
