@@ -171,7 +171,10 @@ def wrap_build(build: Callable) -> Callable:
         own_variables, own_layers = list(layer._own_variables), list(layer._own_layers)
         object.__setattr__(layer, "_building", True)
         try:
-            result = build(layer, *args, **kwargs)
+            # Sublayers created in build take this layer's policy as their default, as they
+            # would had they been created in __init__.
+            with dp.policy_scope(layer.dtype_policy):
+                result = build(layer, *args, **kwargs)
         except BaseException:
             layer.__dict__.clear()
             layer.__dict__.update(snapshot)

@@ -505,7 +505,11 @@ class Layer(_tracking.Trackable):
     # --- configs -------------------------------------------------------------------------
 
     def get_config(self) -> dict[str, Any]:
-        """The constructor arguments that re-create this layer (weights not included)."""
+        """The constructor arguments that re-create this layer (weights not included).
+
+        Constructor arguments that are plain JSON values are captured automatically; layers
+        taking other objects override this, starting from `super().get_config()`.
+        """
         source = self._explicit_dtype if isinstance(self._explicit_dtype, dp.DTypePolicyMap) else self.dtype_policy
         config: dict[str, Any] = {"name": self.name, "trainable": self.trainable, "dtype": dp.serialize(source)}
         if not self._autocast:
@@ -514,12 +518,13 @@ class Layer(_tracking.Trackable):
             config["activity_regularizer"] = regularizers.serialize(self._activity_regularizer)
         if type(self).__init__ is not Layer.__init__:
             captured = self._auto_config
-            if captured is None:
+            if captured is not None:
+                config = {**captured, **config}
+            elif type(self).get_config is Layer.get_config:
                 raise NotImplementedError(
                     f"Layer {type(self).__name__} has constructor arguments that are not plain values; "
                     f"override get_config() (and from_config() if the keys differ)."
                 )
-            config = {**captured, **config}
         return config
 
     @classmethod

@@ -398,3 +398,17 @@ def test_ops_accepts_variables():
     assert ops.concatenate([kernel, kernel]).shape == (4, 3)
     with pytest.raises(AttributeError, match="no function 'not_a_function'"):
         ops.not_a_function  # noqa: B018
+
+
+def test_sublayers_created_in_build_default_to_the_parent_policy():
+    class Lazy(Layer):
+        def build(self, shape):
+            self.inner = Linear(2)
+
+        def call(self, x):
+            return self.inner(x)
+
+    with dp.policy_scope("mixed_bfloat16"):
+        lazy = Lazy()
+    out = lazy(jnp.ones((1, 3)))  # built outside the scope
+    assert lazy.inner.dtype_policy.name == "mixed_bfloat16" and out.dtype == jnp.bfloat16
