@@ -1,22 +1,48 @@
-"""layers: a Keras-style Layer API on top of the dtypepolicy engine.
+"""layers: a Keras-style Layer API and built-in layers on top of the dtypepolicy engine.
 
 Example:
   >>> import layers
-  >>> layer = layers.Layer(name="identity")
-  >>> layer.dtype_policy.name
-  'float32'
+  >>> model = layers.Sequential([layers.Dense(8, activation="relu"), layers.Dense(2)], dtype="mixed_bfloat16")
+  >>> model(np.ones((4, 3))).dtype
+  dtype(bfloat16)
 """
 
 from layers import activations, constraints, initializers, ops, regularizers
+from layers._activation import Activation
+from layers._attention import MultiHeadAttention
+from layers._batch_normalization import BatchNormalization
+from layers._dense import Dense
+from layers._dropout import Dropout
+from layers._einsum_dense import EinsumDense
+from layers._embedding import Embedding
 from layers._input_spec import InputSpec
 from layers._layer import Layer
+from layers._layer_serialization import deserialize, serialize
+from layers._normalization import LayerNormalization, RMSNormalization
+from layers._sequential import Sequential
+from layers._softmax import Softmax
+from layers._transformer import TransformerBlock
 
 __all__ = [
+    "Activation",
+    "BatchNormalization",
+    "Dense",
+    "Dropout",
+    "EinsumDense",
+    "Embedding",
     "InputSpec",
     "Layer",
+    "LayerNormalization",
+    "MultiHeadAttention",
+    "RMSNormalization",
+    "Sequential",
+    "Softmax",
+    "TransformerBlock",
     "activations",
     "constraints",
+    "deserialize",
     "initializers",
     "ops",
     "regularizers",
+    "serialize",
 ]

@@ -110,8 +110,22 @@ def run(layer: Any, args: tuple, kwargs: dict) -> Any:
             _note_failure(error, layer, args, kwargs)
         raise
     if top_level:
+        _check_no_traced_writes(layer, transaction)
         transaction.commit()
     return outputs
+
+
+def _check_no_traced_writes(layer: Any, transaction: dp.StatelessScope) -> None:
+    """A stateful call traced by the user's own jax.jit would leak tracers into variables."""
+    if transaction._parent is not None:
+        return  # inside stateless_call or a user's StatelessScope: writes stay in that scope
+    for variable in transaction.written:
+        if isinstance(transaction.get_current_value(variable), jax.core.Tracer):
+            raise RuntimeError(
+                f"Layer {layer.path!r} updated variable {variable.path!r} while JAX was tracing it "
+                f"(a call inside jax.jit, grad or vmap). A traced value cannot be stored; use "
+                f"layer.stateless_call(...) inside transformed functions and assign the returned values."
+            )
 
 
 def _finish_outputs(layer: Any, policy: Any, outputs: Any, first: Any, mask: Any) -> Any:
@@ -138,13 +152,15 @@ def _build_shapes(layer: Any, args: tuple, kwargs: dict) -> tuple:
     parameters = _signature.build_parameters(type(layer).build)
     if not parameters:
         return ()
-    bound = _signature.call_signature(type(layer).call).bind(args, kwargs)
+    call = _signature.call_signature(type(layer).call)
+    bound = call.bind(args, kwargs)
     tensors = [value for value in bound.values() if any(map(_inputs.is_array_like, jax.tree.leaves(value)))]
     shapes = []
     for index, name in enumerate(parameters):
         argument = name[: -len("_shape")] if name.endswith("_shape") else None
-        if argument in bound:
-            shapes.append(_inputs.shapes_of(bound[argument]))
+        if argument in call.signature.parameters:
+            # build(x_shape, ...) names call arguments: an argument not given gets None.
+            shapes.append(_inputs.shapes_of(bound[argument]) if argument in bound else None)
         elif index < len(tensors):
             shapes.append(_inputs.shapes_of(tensors[index]))
         elif index == 0:

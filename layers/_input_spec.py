@@ -137,12 +137,20 @@ def _check_one(spec: InputSpec, x: Any, index: int, layer_name: str) -> None:
                 raise ValueError(f"{prefix} expected shape={spec.shape}, found shape={shape}.")
 
 
+def _is_number_list(value: Any) -> bool:
+    """A nested Python list of numbers is one array-like input, not a list of scalar inputs."""
+    if not isinstance(value, (list, tuple)):
+        return False
+    leaves = jax.tree.leaves(value)
+    return bool(leaves) and all(isinstance(leaf, (int, float)) for leaf in leaves)
+
+
 def check_input_spec(input_spec: Any, inputs: Any, layer_name: str) -> None:
     """Raises a ValueError naming the layer and the shapes when `inputs` do not fit the spec."""
     if input_spec is None:
         return
     specs = list(input_spec) if isinstance(input_spec, (list, tuple)) else [input_spec]
-    leaves = jax.tree.leaves(inputs, is_leaf=lambda leaf: leaf is None)
+    leaves = jax.tree.leaves(inputs, is_leaf=lambda leaf: leaf is None or _is_number_list(leaf))
     if len(leaves) != len(specs):
         raise ValueError(
             f"Layer {layer_name!r} expects {len(specs)} input(s), but it received {len(leaves)} input arrays."

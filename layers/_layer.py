@@ -92,6 +92,7 @@ class Layer(_tracking.Trackable):
         set_(self, "_own_layers", [])
         set_(self, "_losses", [])
         set_(self, "_metrics_by_name", {})
+        set_(self, "_state_ids", set())
         set_(self, "_explicit_dtype", explicit)
         set_(self, "_default_policy", dp.dtype_policy())
         set_(self, "_trainable", trainable)
@@ -334,6 +335,22 @@ class Layer(_tracking.Trackable):
         for layer in self._flatten_layers():
             object.__setattr__(layer, "_trainable", value)
 
+    def add_state(self, initializer: Any, shape: Any, dtype: Any, name: str) -> dp.Variable:
+        """Creates non-trainable state that is not a weight (random-generator keys, counters).
+
+        It is one of `variables` and `non_trainable_variables`, so `stateless_call` threads it
+        through, but not one of `weights`: `get_weights`, `set_weights` and `count_params`
+        leave it out, as Keras does for seed generators.
+        """
+        variable = self.add_weight(
+            shape=shape, initializer=initializer, dtype=dtype, trainable=False, autocast=False, name=name
+        )
+        self._state_ids.add(id(variable))
+        return variable
+
+    def _state_variables(self) -> list[dp.Variable]:
+        return [v for layer in self._flatten_layers() for v in layer._own_variables if id(v) in layer._state_ids]
+
     @property
     def variables(self) -> list[dp.Variable]:
         """Every variable of this layer and its sublayers, own variables first, in tracking order."""
@@ -344,14 +361,14 @@ class Layer(_tracking.Trackable):
         """Variables updated by backpropagation (none when the layer is not trainable)."""
         if not self._trainable:
             return []
-        own = [v for v in self._own_variables if v.trainable]
+        own = [v for v in self._own_variables if v.trainable and id(v) not in self._state_ids]
         return _tracking.unique([*own, *(v for layer in self._own_layers for v in layer.trainable_weights)])
 
     @property
     def non_trainable_weights(self) -> list[dp.Variable]:
-        """Variables not updated by backpropagation."""
-        trainable = {id(v) for v in self.trainable_weights}
-        return [v for v in self.variables if id(v) not in trainable]
+        """Variables not updated by backpropagation (state from `add_state` excluded)."""
+        excluded = {id(v) for v in self.trainable_weights} | {id(v) for v in self._state_variables()}
+        return [v for v in self.variables if id(v) not in excluded]
 
     @property
     def weights(self) -> list[dp.Variable]:
@@ -365,8 +382,8 @@ class Layer(_tracking.Trackable):
 
     @property
     def non_trainable_variables(self) -> list[dp.Variable]:
-        """Same as `non_trainable_weights`."""
-        return self.non_trainable_weights
+        """`non_trainable_weights` followed by the state from `add_state`."""
+        return self.non_trainable_weights + _tracking.unique(iter(self._state_variables()))
 
     def get_weights(self) -> list[np.ndarray]:
         """The values of `weights` as NumPy arrays, in their storage dtypes."""

@@ -516,6 +516,9 @@ _REGISTRY = Registry(
         "lecun_uniform": LecunUniform,
         "orthogonal": Orthogonal,
         "variance_scaling": VarianceScaling,
+        # Keras's short aliases, with the classes' defaults (+-0.05 and stddev 0.05).
+        "uniform": RandomUniform,
+        "normal": RandomNormal,
     },
     example="glorot_uniform",
     article="an",

@@ -412,3 +412,33 @@ def test_sublayers_created_in_build_default_to_the_parent_policy():
         lazy = Lazy()
     out = lazy(jnp.ones((1, 3)))  # built outside the scope
     assert lazy.inner.dtype_policy.name == "mixed_bfloat16" and out.dtype == jnp.bfloat16
+
+
+def test_a_stateful_call_inside_the_users_jit_is_a_clear_error_and_changes_nothing():
+    layer = Counter(name="stateful")
+    layer(jnp.ones(2))
+    with pytest.raises(RuntimeError, match=r"'stateful' updated variable 'stateful/calls' while JAX was tracing"):
+        jax.jit(lambda x: layer(x))(jnp.ones(2))
+    assert int(layer.calls.value) == 1
+    stateless = Linear(2)
+    stateless(jnp.ones((1, 2)))
+    assert jax.jit(lambda x: stateless(x))(jnp.ones((1, 2))).shape == (1, 2)  # reads alone are fine
+
+
+def test_add_state_is_threaded_through_stateless_call_but_is_not_a_weight():
+    class Stepper(Layer):
+        def __init__(self):
+            super().__init__(name="stepper")
+            self.step = self.add_state(lambda shape, dtype: jnp.zeros(shape, dtype), (), "int32", "step")
+            self.scale = self.add_weight(shape=(), initializer="ones", name="scale")
+
+        def call(self, x):
+            self.step.assign_add(1)
+            return x * self.scale
+
+    layer = Stepper()
+    layer(jnp.ones(1))
+    assert layer.weights == [layer.scale] and layer.count_params() == 1 and len(layer.get_weights()) == 1
+    assert layer.non_trainable_variables == [layer.step] and layer.variables == [layer.step, layer.scale]
+    _, (step,) = layer.stateless_call([1.0], [jnp.asarray(5, jnp.int32)], jnp.ones(1))
+    assert int(step) == 6 and int(layer.step.value) == 1

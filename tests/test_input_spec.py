@@ -74,3 +74,9 @@ def test_config_round_trip_and_repr():
     restored = InputSpec.from_config(spec.get_config())
     assert restored.get_config() == spec.get_config() and restored.ndim == 2
     assert repr(spec) == "InputSpec(dtype='bfloat16', shape=(None, 4), ndim=2, axes={-1: 4}, name='x')"
+
+
+def test_a_nested_list_of_numbers_is_one_input():
+    check_input_spec(InputSpec(min_ndim=2, axes={-1: 2}), [[1.0, 2.0]], "dense")
+    with pytest.raises(ValueError, match=r"expected axis -1 .* value 3, but received input with shape \(1, 2\)"):
+        check_input_spec(InputSpec(axes={-1: 3}), [[1.0, 2.0]], "dense")

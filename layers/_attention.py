@@ -1,0 +1,198 @@
+"""MultiHeadAttention: scaled dot-product attention with float32 scores and a safe mask."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax.numpy as jnp
+
+from dtypepolicy import _numerics
+from layers import constraints, initializers, regularizers
+from layers._dropout import Dropout
+from layers._einsum_dense import EinsumDense
+from layers._layer import Layer
+from layers._masking import get_mask
+
+
+def _positive_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{what} must be a positive int, received {value!r}.")
+    return value
+
+
+class MultiHeadAttention(Layer):
+    """Multi-head attention over the sequence axis of `(batch, time, features)` inputs.
+
+    The query/key/value/output projections are `EinsumDense` layers (float32 accumulation,
+    one rounding). Scores `q·k / sqrt(key_dim)` accumulate in float32 and the softmax runs in
+    float32; masked positions get probability 0 without inf or NaN in any compute dtype.
+    The probabilities are cast to the compute dtype before they weight the values.
+
+    Args:
+      num_heads: number of attention heads.
+      key_dim: size of each head for query and key.
+      value_dim: size of each head for value; defaults to `key_dim`.
+      dropout: dropout rate on the attention probabilities (training only).
+      use_bias: whether the projections have biases.
+      output_shape: the last dimension of the output; defaults to the query's.
+      kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer,
+      kernel_constraint, bias_constraint: for every projection.
+      seed: seed of the dropout.
+
+    Call arguments: `query`, `value`, `key=None` (defaults to `value`), `attention_mask=None`
+    (bool `(batch, T_query, T_key)`, True = attend), `query_mask`/`value_mask`/`key_mask`
+    (bool `(batch, T)`; taken from the inputs' attached masks when not given),
+    `use_causal_mask=False`, `return_attention_scores=False`, `training=None`.
+
+    Example:
+      >>> from layers import MultiHeadAttention
+      >>> attention = MultiHeadAttention(num_heads=2, key_dim=4, dtype="mixed_bfloat16")
+      >>> x = jnp.ones((1, 3, 8))
+      >>> attention(x, x).dtype, attention(x, x).shape
+      (dtype(bfloat16), (1, 3, 8))
+    """
+
+    def __init__(
+        self,
+        num_heads: int,
+        key_dim: int,
+        value_dim: int | None = None,
+        dropout: float = 0.0,
+        use_bias: bool = True,
+        output_shape: int | None = None,
+        kernel_initializer: Any = "glorot_uniform",
+        bias_initializer: Any = "zeros",
+        kernel_regularizer: Any = None,
+        bias_regularizer: Any = None,
+        kernel_constraint: Any = None,
+        bias_constraint: Any = None,
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.num_heads = _positive_int(num_heads, "num_heads")
+        self.key_dim = _positive_int(key_dim, "key_dim")
+        self.value_dim = self.key_dim if value_dim is None else _positive_int(value_dim, "value_dim")
+        if output_shape is not None:
+            output_shape = _positive_int(output_shape, "output_shape")
+        self.output_dim = output_shape
+        if not isinstance(use_bias, bool):
+            raise TypeError(f"use_bias must be a bool, received {use_bias!r}.")
+        self.use_bias = use_bias
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
+        self.kernel_constraint = constraints.get(kernel_constraint)
+        self.bias_constraint = constraints.get(bias_constraint)
+        self.seed = seed
+        self.dropout_layer = Dropout(dropout, seed=seed, name="attention_dropout")
+        self.dropout = self.dropout_layer.rate
+
+    def _projection(self, name: str, equation: str, output_shape: tuple, bias_axes: str) -> EinsumDense:
+        return EinsumDense(
+            equation,
+            output_shape=output_shape,
+            bias_axes=bias_axes if self.use_bias else None,
+            kernel_initializer=self.kernel_initializer,
+            bias_initializer=self.bias_initializer,
+            kernel_regularizer=self.kernel_regularizer,
+            bias_regularizer=self.bias_regularizer,
+            kernel_constraint=self.kernel_constraint,
+            bias_constraint=self.bias_constraint,
+            name=name,
+        )
+
+    def build(self, query_shape: Any, value_shape: Any = None, key_shape: Any = None) -> None:
+        """Creates the four projections from the feature sizes of query, key and value."""
+        value_shape = query_shape if value_shape is None else value_shape
+        key_shape = value_shape if key_shape is None else key_shape
+        for what, shape in (("query", query_shape), ("value", value_shape), ("key", key_shape)):
+            if len(shape) != 3:
+                raise ValueError(f"MultiHeadAttention expects rank-3 (batch, time, features) {what}, received {shape}.")
+        heads = self.num_heads
+        self.query_dense = self._projection("query", "abc,cde->abde", (None, heads, self.key_dim), "de")
+        self.key_dense = self._projection("key", "abc,cde->abde", (None, heads, self.key_dim), "de")
+        self.value_dense = self._projection("value", "abc,cde->abde", (None, heads, self.value_dim), "de")
+        output_dim = self.output_dim or query_shape[-1]
+        self.output_dense = self._projection("attention_output", "abcd,cde->abe", (None, output_dim), "e")
+        self.query_dense.build(query_shape)
+        self.key_dense.build(key_shape)
+        self.value_dense.build(value_shape)
+        self.output_dense.build((query_shape[0], query_shape[1], heads, self.value_dim))
+
+    def _attention_mask(self, query: Any, value: Any, masks: dict[str, Any], use_causal_mask: bool) -> Any:
+        """Combines the padding, explicit and causal masks into one `(batch, T_q, T_k)` mask."""
+        query_mask = masks["query"] if masks["query"] is not None else get_mask(query)
+        value_mask = masks["value"] if masks["value"] is not None else get_mask(value)
+        key_mask = masks["key"]
+        mask = masks["attention"]
+        t_query, t_key = query.shape[1], value.shape[1]
+        pieces = []
+        if query_mask is not None:
+            pieces.append(jnp.asarray(query_mask, bool)[:, :, None])
+        for padding in (value_mask, key_mask):
+            if padding is not None:
+                pieces.append(jnp.asarray(padding, bool)[:, None, :])
+        if use_causal_mask:
+            pieces.append(jnp.tril(jnp.ones((t_query, t_key), bool))[None])
+        if mask is not None:
+            pieces.append(jnp.asarray(mask, bool))
+        for piece in pieces:
+            mask = piece if mask is None else mask & piece
+        return mask
+
+    def call(
+        self,
+        query: Any,
+        value: Any,
+        key: Any = None,
+        query_mask: Any = None,
+        value_mask: Any = None,
+        key_mask: Any = None,
+        attention_mask: Any = None,
+        return_attention_scores: bool = False,
+        training: Any = None,
+        use_causal_mask: bool = False,
+    ) -> Any:
+        """Attends from `query` to `key`/`value`; returns `(batch, T_query, output_dim)`."""
+        key = value if key is None else key
+        masks = {"query": query_mask, "value": value_mask, "key": key_mask, "attention": attention_mask}
+        mask = self._attention_mask(query, value, masks, use_causal_mask)
+        q = self.query_dense(query)
+        k = self.key_dense(key)
+        v = self.value_dense(value)
+        q = q * jnp.asarray(1.0 / math.sqrt(self.key_dim), q.dtype)
+        # Scores stay in the float32 accumulator straight into the float32 softmax.
+        scores = jnp.einsum("aecd,abcd->acbe", k, q, preferred_element_type=_numerics.accumulation_dtype(q.dtype))
+        if mask is not None:
+            mask = mask[:, None, :, :]  # broadcast over heads
+        probabilities = _numerics.softmax(scores, axis=-1, mask=mask).astype(q.dtype)
+        dropped = self.dropout_layer(probabilities, training=training)
+        context = _numerics.einsum("acbe,aecd->abcd", dropped, v)
+        output = self.output_dense(context)
+        return (output, probabilities) if return_attention_scores else output
+
+    def get_config(self) -> dict[str, Any]:
+        """Constructor arguments, with initializers, regularizers and constraints serialized."""
+        return {
+            **super().get_config(),
+            "num_heads": self.num_heads,
+            "key_dim": self.key_dim,
+            "value_dim": self.value_dim,
+            "dropout": self.dropout,
+            "use_bias": self.use_bias,
+            "output_shape": self.output_dim,
+            "kernel_initializer": initializers.serialize(self.kernel_initializer),
+            "bias_initializer": initializers.serialize(self.bias_initializer),
+            "kernel_regularizer": _maybe(regularizers.serialize, self.kernel_regularizer),
+            "bias_regularizer": _maybe(regularizers.serialize, self.bias_regularizer),
+            "kernel_constraint": _maybe(constraints.serialize, self.kernel_constraint),
+            "bias_constraint": _maybe(constraints.serialize, self.bias_constraint),
+            "seed": self.seed,
+        }
+
+
+def _maybe(serialize: Any, value: Any) -> Any:
+    return None if value is None else serialize(value)
