@@ -28,7 +28,9 @@ def attach_mask(array: Any, mask: Any) -> None:
         _forget(key)
         return
     try:
-        ref = weakref.ref(array, lambda _, key=key: _forget(key))
+        # The callback binds dict.pop itself (atomic, no lock needed): it may run at interpreter
+        # exit, after this module's globals are gone.
+        ref = weakref.ref(array, lambda _, key=key, pop=_masks.pop: pop(key, None))
     except TypeError:
         return  # objects that cannot be weakly referenced (Python scalars) carry no mask
     with _lock:

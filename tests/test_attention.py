@@ -63,7 +63,7 @@ def test_variables_are_float32_and_named_by_path():
     assert layer.query_dense.kernel.shape == (8, 2, 4)
 
 
-@pytest.mark.parametrize("policy", POLICIES + ["float16"])
+@pytest.mark.parametrize("policy", [*POLICIES, "float16"])
 def test_masking_produces_no_inf_or_nan_and_zero_probability(policy):
     layer = MultiHeadAttention(num_heads=2, key_dim=4, dtype=policy)
     query, value = inputs(1)

@@ -19,7 +19,7 @@ def test_ambiguous_and_unknown_names():
 
     first = Twin
 
-    class Twin(Layer):  # noqa: F811 - a second class with the same name, on purpose
+    class Twin(Layer):
         pass
 
     config = serialize(Twin())

@@ -46,7 +46,7 @@ def test_policy_flows_to_sublayers_and_weights_are_collected():
     model = Sequential([Linear(4), Linear(2)], dtype="mixed_bfloat16", name="stack")
     out = model(np.ones((3, 5)))
     assert out.dtype == jnp.bfloat16
-    assert [w.path for w in model.weights][0].startswith("stack/linear")
+    assert next(w.path for w in model.weights).startswith("stack/linear")
     assert len(model.trainable_weights) == 4 and all(w.dtype == "float32" for w in model.weights)
     policy_map = dp.DTypePolicyMap("mixed_bfloat16", {"mapped/last": "float32"})
     mapped = Sequential([Linear(4), Linear(2, name="last")], dtype=policy_map, name="mapped")
@@ -76,7 +76,7 @@ def test_add_pop_and_build():
     assert model(np.ones((1, 2))).shape == (1, 1)
     popped = model.pop()
     assert isinstance(popped, Linear) and len(model.layers) == 1 and len(model.weights) == 2
-    with pytest.raises(TypeError, match="Sequential.add expects a Layer, received 'dense'"):
+    with pytest.raises(TypeError, match=r"Sequential\.add expects a Layer, received 'dense'"):
         model.add("dense")
     with pytest.raises(IndexError, match="'empty' has no layers to pop"):
         Sequential(name="empty").pop()
