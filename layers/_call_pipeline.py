@@ -188,8 +188,9 @@ def wrap_build(build: Callable) -> Callable:
         object.__setattr__(layer, "_building", True)
         try:
             # Sublayers created in build take this layer's policy as their default, as they
-            # would had they been created in __init__.
-            with dp.policy_scope(layer.dtype_policy):
+            # would had they been created in __init__. Initial values depend on shapes only, so
+            # they are computed concretely even when the first call happens under a JAX trace.
+            with dp.policy_scope(layer.dtype_policy), jax.ensure_compile_time_eval():
                 result = build(layer, *args, **kwargs)
         except BaseException:
             layer.__dict__.clear()

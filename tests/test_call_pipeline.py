@@ -442,3 +442,10 @@ def test_add_state_is_threaded_through_stateless_call_but_is_not_a_weight():
     assert layer.non_trainable_variables == [layer.step] and layer.variables == [layer.step, layer.scale]
     _, (step,) = layer.stateless_call([1.0], [jnp.asarray(5, jnp.int32)], jnp.ones(1))
     assert int(step) == 6 and int(layer.step.value) == 1
+
+
+def test_a_first_call_under_jit_builds_with_concrete_weights():
+    layer = Linear(3)
+    out = jax.jit(lambda x: layer(x))(jnp.ones((2, 4)))
+    assert out.shape == (2, 3) and not isinstance(layer.kernel.value, jax.core.Tracer)
+    np.testing.assert_allclose(np.asarray(layer(jnp.ones((2, 4)))), np.asarray(out), rtol=1e-6)
