@@ -8,17 +8,11 @@ from typing import Any
 import jax.numpy as jnp
 
 from dtypepolicy import _numerics
-from layers import constraints, initializers, regularizers
+from layers._arguments import check_bool, check_positive_int, set_weight_arguments, weight_arguments_config
 from layers._dropout import Dropout
 from layers._einsum_dense import EinsumDense
 from layers._layer import Layer
 from layers._masking import get_mask
-
-
-def _positive_int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{what} must be a positive int, received {value!r}.")
-    return value
 
 
 class MultiHeadAttention(Layer):
@@ -71,21 +65,17 @@ class MultiHeadAttention(Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.num_heads = _positive_int(num_heads, "num_heads")
-        self.key_dim = _positive_int(key_dim, "key_dim")
-        self.value_dim = self.key_dim if value_dim is None else _positive_int(value_dim, "value_dim")
+        self.num_heads = check_positive_int(num_heads, "MultiHeadAttention num_heads")
+        self.key_dim = check_positive_int(key_dim, "MultiHeadAttention key_dim")
+        self.value_dim = (
+            self.key_dim if value_dim is None else check_positive_int(value_dim, "MultiHeadAttention value_dim")
+        )
         if output_shape is not None:
-            output_shape = _positive_int(output_shape, "output_shape")
+            output_shape = check_positive_int(output_shape, "MultiHeadAttention output_shape")
         self.output_dim = output_shape
-        if not isinstance(use_bias, bool):
-            raise TypeError(f"use_bias must be a bool, received {use_bias!r}.")
-        self.use_bias = use_bias
-        self.kernel_initializer = initializers.get(kernel_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
-        self.kernel_regularizer = regularizers.get(kernel_regularizer)
-        self.bias_regularizer = regularizers.get(bias_regularizer)
-        self.kernel_constraint = constraints.get(kernel_constraint)
-        self.bias_constraint = constraints.get(bias_constraint)
+        self.use_bias = check_bool(use_bias, "MultiHeadAttention use_bias")
+        set_weight_arguments(self, "kernel", kernel_initializer, kernel_regularizer, kernel_constraint)
+        set_weight_arguments(self, "bias", bias_initializer, bias_regularizer, bias_constraint)
         self.seed = seed
         self.dropout_layer = Dropout(dropout, seed=seed, name="attention_dropout")
         self.dropout = self.dropout_layer.rate
@@ -184,15 +174,6 @@ class MultiHeadAttention(Layer):
             "dropout": self.dropout,
             "use_bias": self.use_bias,
             "output_shape": self.output_dim,
-            "kernel_initializer": initializers.serialize(self.kernel_initializer),
-            "bias_initializer": initializers.serialize(self.bias_initializer),
-            "kernel_regularizer": _maybe(regularizers.serialize, self.kernel_regularizer),
-            "bias_regularizer": _maybe(regularizers.serialize, self.bias_regularizer),
-            "kernel_constraint": _maybe(constraints.serialize, self.kernel_constraint),
-            "bias_constraint": _maybe(constraints.serialize, self.bias_constraint),
+            **weight_arguments_config(self, "kernel", "bias"),
             "seed": self.seed,
         }
-
-
-def _maybe(serialize: Any, value: Any) -> Any:
-    return None if value is None else serialize(value)

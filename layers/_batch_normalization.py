@@ -10,18 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from dtypepolicy import _numerics
-from layers import constraints, initializers, regularizers
+from layers import initializers
+from layers._arguments import check_bool, check_int, check_real, set_weight_arguments, weight_arguments_config
 from layers._input_spec import InputSpec
 from layers._layer import Layer
-from layers._normalization import (
-    PARAMETER_DTYPE,
-    check_axes_fit,
-    check_bool,
-    check_int,
-    check_real,
-    serialize_or_none,
-    widen,
-)
+from layers._normalization import PARAMETER_DTYPE, check_axes_fit, widen
 
 __all__ = ["BatchNormalization"]
 
@@ -156,19 +149,16 @@ class BatchNormalization(Layer):
     ) -> None:
         super().__init__(**kwargs)
         owner = type(self).__name__
-        self.axis = check_int(axis, owner, "axis")
-        self.momentum = check_real(momentum, owner, "momentum", 0.0, 1.0)
-        self.epsilon = check_real(epsilon, owner, "epsilon", 0.0)
-        self.center = check_bool(center, owner, "center")
-        self.scale = check_bool(scale, owner, "scale")
-        self.beta_initializer = initializers.get(beta_initializer)
-        self.gamma_initializer = initializers.get(gamma_initializer)
+        self.axis = check_int(axis, f"{owner}: axis")
+        self.momentum = check_real(momentum, f"{owner}: momentum", 0.0, 1.0)
+        self.epsilon = check_real(epsilon, f"{owner}: epsilon", 0.0)
+        self.center = check_bool(center, f"{owner}: center")
+        self.scale = check_bool(scale, f"{owner}: scale")
+        set_weight_arguments(self, "beta", beta_initializer, beta_regularizer, beta_constraint)
+        set_weight_arguments(self, "gamma", gamma_initializer, gamma_regularizer, gamma_constraint)
+        # The moving statistics are not trained: they take an initializer only.
         self.moving_mean_initializer = initializers.get(moving_mean_initializer)
         self.moving_variance_initializer = initializers.get(moving_variance_initializer)
-        self.beta_regularizer = regularizers.get(beta_regularizer)
-        self.gamma_regularizer = regularizers.get(gamma_regularizer)
-        self.beta_constraint = constraints.get(beta_constraint)
-        self.gamma_constraint = constraints.get(gamma_constraint)
         self.gamma = None
         self.beta = None
         self.supports_masking = True
@@ -251,12 +241,7 @@ class BatchNormalization(Layer):
             "epsilon": self.epsilon,
             "center": self.center,
             "scale": self.scale,
-            "beta_initializer": initializers.serialize(self.beta_initializer),
-            "gamma_initializer": initializers.serialize(self.gamma_initializer),
+            **weight_arguments_config(self, "beta", "gamma"),
             "moving_mean_initializer": initializers.serialize(self.moving_mean_initializer),
             "moving_variance_initializer": initializers.serialize(self.moving_variance_initializer),
-            "beta_regularizer": serialize_or_none(regularizers.serialize, self.beta_regularizer),
-            "gamma_regularizer": serialize_or_none(regularizers.serialize, self.gamma_regularizer),
-            "beta_constraint": serialize_or_none(constraints.serialize, self.beta_constraint),
-            "gamma_constraint": serialize_or_none(constraints.serialize, self.gamma_constraint),
         }

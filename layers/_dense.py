@@ -14,40 +14,14 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from dtypepolicy import _numerics
-from layers import activations, constraints, initializers, regularizers
+from layers import activations
+from layers._arguments import check_bool, check_positive_int, set_weight_arguments, weight_arguments_config
 from layers._input_spec import InputSpec
 from layers._layer import Layer
 
 __all__ = ["Dense"]
-
-
-def positive_int(value: Any, what: str) -> int:
-    """`value` as an int, or a ValueError naming `what` and the value received."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{what} must be a positive int, received {value!r}.")
-    return int(value)
-
-
-def check_bool(value: Any, what: str) -> bool:
-    """`value` if it is a bool, else a TypeError naming `what`."""
-    if not isinstance(value, bool):
-        raise TypeError(f"{what} must be a bool, received {value!r} of type {type(value).__name__}.")
-    return value
-
-
-def weight_arguments_config(layer: Layer, *prefixes: str) -> dict[str, Any]:
-    """`<prefix>_initializer/_regularizer/_constraint` of `layer`, serialized for JSON."""
-    config: dict[str, Any] = {}
-    for prefix in prefixes:
-        regularizer = getattr(layer, f"{prefix}_regularizer")
-        constraint = getattr(layer, f"{prefix}_constraint")
-        config[f"{prefix}_initializer"] = initializers.serialize(getattr(layer, f"{prefix}_initializer"))
-        config[f"{prefix}_regularizer"] = None if regularizer is None else regularizers.serialize(regularizer)
-        config[f"{prefix}_constraint"] = None if constraint is None else constraints.serialize(constraint)
-    return config
 
 
 def as_floating(x: jax.Array, dtype: Any) -> jax.Array:
@@ -117,15 +91,11 @@ class Dense(Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.units = positive_int(units, "Dense units")
+        self.units = check_positive_int(units, "Dense units")
         self.activation = activations.get(activation)
         self.use_bias = check_bool(use_bias, "Dense use_bias")
-        self.kernel_initializer = initializers.get(kernel_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
-        self.kernel_regularizer = regularizers.get(kernel_regularizer)
-        self.bias_regularizer = regularizers.get(bias_regularizer)
-        self.kernel_constraint = constraints.get(kernel_constraint)
-        self.bias_constraint = constraints.get(bias_constraint)
+        set_weight_arguments(self, "kernel", kernel_initializer, kernel_regularizer, kernel_constraint)
+        set_weight_arguments(self, "bias", bias_initializer, bias_regularizer, bias_constraint)
         self.supports_masking = True
         # Checked before the first build, so a rank-1 input fails with a clear message.
         self.input_spec = InputSpec(min_ndim=2)

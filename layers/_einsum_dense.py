@@ -17,8 +17,9 @@ import jax
 import numpy as np
 
 from dtypepolicy import _numerics
-from layers import activations, constraints, initializers, regularizers
-from layers._dense import as_floating, static_activation, weight_arguments_config
+from layers import activations
+from layers._arguments import set_weight_arguments, weight_arguments_config
+from layers._dense import as_floating, static_activation
 from layers._input_spec import InputSpec
 from layers._layer import Layer
 
@@ -224,12 +225,8 @@ class EinsumDense(Layer):
         self.partial_output_shape = _parse_output_shape(output_shape, self._equation)
         self.bias_axes = _parse_bias_axes(bias_axes, self._equation)
         self.activation = activations.get(activation)
-        self.kernel_initializer = initializers.get(kernel_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
-        self.kernel_regularizer = regularizers.get(kernel_regularizer)
-        self.bias_regularizer = regularizers.get(bias_regularizer)
-        self.kernel_constraint = constraints.get(kernel_constraint)
-        self.bias_constraint = constraints.get(bias_constraint)
+        set_weight_arguments(self, "kernel", kernel_initializer, kernel_regularizer, kernel_constraint)
+        set_weight_arguments(self, "bias", bias_initializer, bias_regularizer, bias_constraint)
 
     def _shapes(self, input_shape: tuple) -> tuple[tuple, tuple | None, tuple, dict[int, int]]:
         """Kernel shape, bias shape, full output shape and the input axes the kernel fixes."""

@@ -21,8 +21,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from layers import constraints, initializers, regularizers
-from layers._dense import check_bool, positive_int, weight_arguments_config
+from layers._arguments import check_bool, check_positive_int, set_weight_arguments, weight_arguments_config
 from layers._layer import Layer
 
 __all__ = ["Embedding"]
@@ -95,11 +94,9 @@ class Embedding(Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.input_dim = positive_int(input_dim, "Embedding input_dim")
-        self.output_dim = positive_int(output_dim, "Embedding output_dim")
-        self.embeddings_initializer = initializers.get(embeddings_initializer)
-        self.embeddings_regularizer = regularizers.get(embeddings_regularizer)
-        self.embeddings_constraint = constraints.get(embeddings_constraint)
+        self.input_dim = check_positive_int(input_dim, "Embedding input_dim")
+        self.output_dim = check_positive_int(output_dim, "Embedding output_dim")
+        set_weight_arguments(self, "embeddings", embeddings_initializer, embeddings_regularizer, embeddings_constraint)
         self.mask_zero = check_bool(mask_zero, "Embedding mask_zero")
         # As in Keras: a layer without padding produces no mask and passes none on.
         self.supports_masking = self.mask_zero

@@ -11,7 +11,6 @@ in bfloat16 would quantize every learned scale to 8 bits of mantissa.
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any
 
 import jax
@@ -20,7 +19,7 @@ import numpy as np
 
 from dtypepolicy import _numerics
 from dtypepolicy._dtypes import is_float
-from layers import constraints, initializers, regularizers
+from layers._arguments import check_bool, check_int, check_real, set_weight_arguments, weight_arguments_config
 from layers._input_spec import InputSpec
 from layers._layer import Layer
 
@@ -28,38 +27,6 @@ __all__ = ["LayerNormalization", "RMSNormalization"]
 
 # The storage dtype of every normalization parameter and moving statistic, whatever the policy.
 PARAMETER_DTYPE = "float32"
-
-
-# --- argument checks shared with BatchNormalization ----------------------------------------------
-
-
-def check_bool(value: Any, owner: str, what: str) -> bool:
-    """Returns `value` if it is a bool; raises a TypeError naming it otherwise."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{owner}: {what} must be a bool, received {value!r} of type {type(value).__name__}.")
-    return bool(value)
-
-
-def check_real(value: Any, owner: str, what: str, low: float, high: float = math.inf) -> float:
-    """Returns `value` as a float if it is a real number in `[low, high]`; raises otherwise."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{owner}: {what} must be a real number, received {value!r} of type {type(value).__name__}.")
-    if not (math.isfinite(value) and low <= value <= high):
-        bounds = f"in [{low}, {high}]" if math.isfinite(high) else f"finite and >= {low}"
-        raise ValueError(f"{owner}: {what} must be {bounds}, received {value!r}.")
-    return float(value)
-
-
-def check_int(value: Any, owner: str, what: str) -> int:
-    """Returns `value` as an int if it is an integer (not a bool); raises a TypeError otherwise."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{owner}: {what} must be an int, received {value!r} of type {type(value).__name__}.")
-    return int(value)
-
-
-def serialize_or_none(serialize: Any, value: Any) -> Any:
-    """`serialize(value)`, or None for an unset initializer/regularizer/constraint."""
-    return None if value is None else serialize(value)
 
 
 def widen(x: jax.Array, compute_dtype: str) -> jax.Array:
@@ -151,7 +118,7 @@ class _AxesNormalization(Layer):
         if isinstance(axis, (list, tuple)):
             if not axis:
                 raise ValueError(f"{owner}: axis must name at least one axis, received {axis!r}.")
-            self.axis = [check_int(a, owner, "every entry of axis") for a in axis]
+            self.axis = [check_int(a, f"{owner}: every entry of axis") for a in axis]
         elif isinstance(axis, (int, np.integer)) and not isinstance(axis, (bool, np.bool_)):
             self.axis = int(axis)
         else:
@@ -160,7 +127,7 @@ class _AxesNormalization(Layer):
                 f"{type(axis).__name__}."
             )
         self._axes = tuple(self.axis) if isinstance(self.axis, list) else (self.axis,)
-        self.epsilon = check_real(epsilon, owner, "epsilon", 0.0)
+        self.epsilon = check_real(epsilon, f"{owner}: epsilon", 0.0)
         self.supports_masking = True
 
     def _build_axes(self, input_shape: Any) -> tuple[int, ...]:
@@ -236,15 +203,11 @@ class LayerNormalization(_AxesNormalization):
     ) -> None:
         super().__init__(axis, epsilon, **kwargs)
         owner = type(self).__name__
-        self.center = check_bool(center, owner, "center")
-        self.scale = check_bool(scale, owner, "scale")
-        self.rms_scaling = check_bool(rms_scaling, owner, "rms_scaling")
-        self.beta_initializer = initializers.get(beta_initializer)
-        self.gamma_initializer = initializers.get(gamma_initializer)
-        self.beta_regularizer = regularizers.get(beta_regularizer)
-        self.gamma_regularizer = regularizers.get(gamma_regularizer)
-        self.beta_constraint = constraints.get(beta_constraint)
-        self.gamma_constraint = constraints.get(gamma_constraint)
+        self.center = check_bool(center, f"{owner}: center")
+        self.scale = check_bool(scale, f"{owner}: scale")
+        self.rms_scaling = check_bool(rms_scaling, f"{owner}: rms_scaling")
+        set_weight_arguments(self, "beta", beta_initializer, beta_regularizer, beta_constraint)
+        set_weight_arguments(self, "gamma", gamma_initializer, gamma_regularizer, gamma_constraint)
         self.gamma = None
         self.beta = None
 
@@ -293,12 +256,7 @@ class LayerNormalization(_AxesNormalization):
             "center": self.center,
             "scale": self.scale,
             "rms_scaling": self.rms_scaling,
-            "beta_initializer": initializers.serialize(self.beta_initializer),
-            "gamma_initializer": initializers.serialize(self.gamma_initializer),
-            "beta_regularizer": serialize_or_none(regularizers.serialize, self.beta_regularizer),
-            "gamma_regularizer": serialize_or_none(regularizers.serialize, self.gamma_regularizer),
-            "beta_constraint": serialize_or_none(constraints.serialize, self.beta_constraint),
-            "gamma_constraint": serialize_or_none(constraints.serialize, self.gamma_constraint),
+            **weight_arguments_config(self, "beta", "gamma"),
         }
 
 

@@ -39,6 +39,7 @@ MODULES = [
     "dtypepolicy.loss_scale",
     "layers",
     "layers._activation",
+    "layers._arguments",
     "layers._attention",
     "layers._batch_normalization",
     "layers._dense",
