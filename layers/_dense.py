@@ -44,6 +44,22 @@ def static_activation(activation: Callable[..., Any]) -> Any:
     return activation if isinstance(activation, Hashable) else None
 
 
+def project(layer: Layer, inputs: jax.Array, forward: Callable[..., jax.Array]) -> jax.Array:
+    """Runs `forward(x, kernel, bias, activation)` for a layer with `kernel`, `bias`, `activation`.
+
+    The activation goes inside the jitted forward when it is hashable; an unhashable one cannot
+    be a static jit argument and runs after it. (Dense and EinsumDense share this; a precision
+    strategy such as float8 will plug in here.)
+    """
+    kernel = layer.kernel.value
+    bias = None if layer.bias is None else layer.bias.value
+    activation = static_activation(layer.activation)
+    outputs = forward(as_floating(inputs, kernel.dtype), kernel, bias, activation)
+    if activation is None and layer.activation is not activations.linear:
+        outputs = layer.activation(outputs)
+    return outputs
+
+
 class Dense(Layer):
     """A densely connected layer: `activation(inputs @ kernel + bias)`.
 
@@ -135,13 +151,7 @@ class Dense(Layer):
 
     def call(self, inputs: jax.Array) -> jax.Array:
         """Returns `activation(inputs @ kernel + bias)` in the compute dtype."""
-        kernel = self.kernel.value
-        bias = None if self.bias is None else self.bias.value
-        activation = static_activation(self.activation)
-        outputs = _dense_forward(as_floating(inputs, kernel.dtype), kernel, bias, activation)
-        if activation is None and self.activation is not activations.linear:
-            outputs = self.activation(outputs)  # an unhashable callable cannot be a jit argument
-        return outputs
+        return project(self, inputs, _dense_forward)
 
     def get_config(self) -> dict[str, Any]:
         """The base config plus every constructor argument, serialized for JSON.

@@ -19,7 +19,7 @@ import numpy as np
 from dtypepolicy import _numerics
 from layers import activations
 from layers._arguments import set_weight_arguments, weight_arguments_config
-from layers._dense import as_floating, static_activation
+from layers._dense import project
 from layers._input_spec import InputSpec
 from layers._layer import Layer
 
@@ -308,13 +308,7 @@ class EinsumDense(Layer):
 
     def call(self, inputs: jax.Array) -> jax.Array:
         """Returns `activation(einsum(equation, inputs, kernel) + bias)` in the compute dtype."""
-        kernel = self.kernel.value
-        bias = None if self.bias is None else self.bias.value
-        activation = static_activation(self.activation)
-        outputs = _einsum_forward(self.equation, as_floating(inputs, kernel.dtype), kernel, bias, activation)
-        if activation is None and self.activation is not activations.linear:
-            outputs = self.activation(outputs)  # an unhashable callable cannot be a jit argument
-        return outputs
+        return project(self, inputs, functools.partial(_einsum_forward, self.equation))
 
     def get_config(self) -> dict[str, Any]:
         """The base config plus every constructor argument, serialized for JSON.
