@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 from typing import Any
 
 import jax
@@ -126,9 +127,17 @@ def standardize_dtype(value: Any) -> str:
     return dtype.name
 
 
+@functools.lru_cache(maxsize=256)
+def _is_float_cached(dtype: Any) -> bool:
+    return bool(jnp.issubdtype(jnp.dtype(dtype), jnp.floating))
+
+
 def is_float(dtype: Any) -> bool:
     """True for floating dtypes, 8-bit and 16-bit formats included."""
-    return bool(jnp.issubdtype(jnp.dtype(dtype), jnp.floating))
+    try:
+        return _is_float_cached(dtype)
+    except TypeError:  # an unhashable dtype-like
+        return bool(jnp.issubdtype(jnp.dtype(dtype), jnp.floating))
 
 
 def check_representable(dtype_name: str, what: str) -> None:

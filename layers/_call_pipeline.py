@@ -15,7 +15,7 @@ import jax
 
 import dtypepolicy as dp
 from dtypepolicy._dtypes import is_float
-from dtypepolicy._strict import check_outputs
+from dtypepolicy._strict import check_outputs, strict_mode
 from layers import _call_context, _inputs, _masking, _signature
 from layers._input_spec import check_input_spec
 
@@ -32,6 +32,8 @@ def _first_argument(layer: Any, args: tuple, kwargs: dict) -> Any:
 
 
 def _read_variables(tree: Any) -> Any:
+    if isinstance(tree, jax.Array):
+        return tree
     return jax.tree.map(
         lambda leaf: leaf.value if isinstance(leaf, dp.Variable) else leaf,
         tree,
@@ -70,7 +72,7 @@ def run(layer: Any, args: tuple, kwargs: dict) -> Any:
     kwargs = dict(kwargs)
     training = kwargs.pop("training", None)
     explicit_mask = kwargs.pop("mask", None)
-    args, kwargs = _inputs.convert_inputs((args, kwargs), compute if casting and layer._autocast_inputs else None)
+    args, kwargs = _inputs.convert_call_arguments(args, kwargs, compute if casting and layer._autocast_inputs else None)
     first = _first_argument(layer, args, kwargs)
 
     # 2. input_spec, 3. build.
@@ -139,7 +141,7 @@ def _finish_outputs(layer: Any, policy: Any, outputs: Any, first: Any, mask: Any
                 layer.add_loss(regularizer(leaf.astype("float32")))
     if layer.supports_masking:
         _masking.attach_masks(outputs, layer.compute_mask(first, mask))
-    if not layer._own_layers:  # composite layers answer for their sublayers' choices
+    if not layer._own_layers and strict_mode() != "off":  # composites answer for their sublayers
         check_outputs(layer.path, outputs, policy.output_dtype or policy.compute_dtype)
     return outputs
 

@@ -55,8 +55,19 @@ def cast_floating(tree: Any, dtype: str) -> Any:
     return jax.tree.map(cast, tree)
 
 
+def convert_call_arguments(args: tuple, kwargs: dict, dtype: str | None) -> tuple[tuple, dict]:
+    """`convert_inputs` for a call's arguments, with a fast path for plain JAX arrays."""
+    if not kwargs and all(isinstance(arg, jax.Array) for arg in args):
+        if dtype is None:
+            return args, kwargs
+        return tuple(a.astype(dtype) if a.dtype != dtype and is_float(a.dtype) else a for a in args), kwargs
+    return convert_inputs((args, kwargs), dtype)
+
+
 def check_positional(args: tuple, layer_name: str) -> None:
     """Positional arguments must be arrays (or nests of them), numbers or None."""
+    if all(isinstance(arg, jax.Array) for arg in args):
+        return
     for leaf in jax.tree.leaves(args, is_leaf=_is_variable):
         if isinstance(leaf, (bool, np.bool_)) or not (is_array_like(leaf) or isinstance(leaf, (int, float))):
             raise TypeError(

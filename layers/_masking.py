@@ -47,6 +47,9 @@ def get_mask(array: Any) -> Any:
 
 def attach_masks(outputs: Any, masks: Any) -> None:
     """Attaches a mask (or a matching structure of masks) to every array in `outputs`."""
+    if isinstance(outputs, jax.Array):
+        attach_mask(outputs, masks)
+        return
     leaves = jax.tree.leaves(outputs)
     if isinstance(masks, (list, tuple)) and len(masks) == len(leaves):
         for leaf, mask in zip(leaves, masks, strict=True):
@@ -58,6 +61,8 @@ def attach_masks(outputs: Any, masks: Any) -> None:
 
 def mask_of(inputs: Any) -> Any:
     """The mask attached to `inputs`: one mask for one array, a list for a list of arrays."""
+    if isinstance(inputs, jax.Array):
+        return get_mask(inputs)
     leaves = jax.tree.leaves(inputs)
     if not leaves:
         return None
