@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from layers import initializers as inits
+from layers._variance_scaling import compute_fans
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -120,7 +121,7 @@ FANS = [
 
 @pytest.mark.parametrize(("shape", "fans"), FANS, ids=[str(s) for s, _ in FANS])
 def test_compute_fans(shape, fans):
-    assert inits._compute_fans(shape) == fans
+    assert compute_fans(shape) == fans
 
 
 @pytest.mark.parametrize("mode", ["fan_in", "fan_out", "fan_avg"])
