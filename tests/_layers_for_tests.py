@@ -1,7 +1,5 @@
 """Small layers the Layer tests share."""
 
-import jax.numpy as jnp
-
 from layers import Layer, ops
 
 
@@ -57,7 +55,3 @@ class Outer(Layer):
     def call(self, inputs, training=None):
         self.first(inputs, training=False)
         return self.second(inputs)
-
-
-def float64(array):
-    return jnp.asarray(array).astype(jnp.float32).__array__().astype("float64")

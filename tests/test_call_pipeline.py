@@ -42,7 +42,6 @@ class MixedWithFloat32Head(Layer):
 
     def call(self, x):
         hidden = self.body(x)
-        self.inside_head = None
         out = self.head(hidden)
         self.scope_after_head = current_autocast_dtype()
         return out

@@ -90,7 +90,6 @@ def test_paths_follow_the_tracking_parent():
             self.blocks = [Block(name="block_0"), Block(name="block_1")]
 
     encoder = Encoder()
-    encoder(jnp.ones((1, 2))) if False else None
     assert encoder.blocks[1].dense.path == "encoder/block_1/dense"
     for block in encoder.blocks:
         block.dense(jnp.ones((1, 4)))
@@ -216,7 +215,6 @@ def test_add_weight_errors():
 def test_weights_order_and_trainable_split():
     layer = Linear(3)
     layer(jnp.ones((1, 2)))
-    extra = layer.add_weight if False else None  # noqa: F841 - layer is locked now
     assert [w.name for w in layer.weights] == ["kernel", "bias"]
     assert layer.trainable_variables == layer.trainable_weights == layer.weights
     assert layer.non_trainable_variables == []
