@@ -14,7 +14,7 @@ from layers import initializers
 from layers._arguments import check_bool, check_int, check_real, set_weight_arguments, weight_arguments_config
 from layers._input_spec import InputSpec
 from layers._layer import Layer
-from layers._normalization import PARAMETER_DTYPE, check_axes_fit, widen
+from layers._normalization import add_parameter, check_axes_fit, widen
 
 __all__ = ["BatchNormalization"]
 
@@ -174,26 +174,12 @@ class BatchNormalization(Layer):
         else:
             self.input_spec = InputSpec(ndim=len(input_shape), axes={self.axis: size})
 
-        def weight(
-            name: str, initializer: Any, trainable: bool, regularizer: Any = None, constraint: Any = None
-        ) -> Any:
-            return self.add_weight(
-                shape=(size,),
-                initializer=initializer,
-                dtype=PARAMETER_DTYPE,
-                trainable=trainable,
-                autocast=False,
-                regularizer=regularizer,
-                constraint=constraint,
-                name=name,
-            )
-
         if self.scale:
-            self.gamma = weight("gamma", self.gamma_initializer, True, self.gamma_regularizer, self.gamma_constraint)
+            self.gamma = add_parameter(self, "gamma", (size,))
         if self.center:
-            self.beta = weight("beta", self.beta_initializer, True, self.beta_regularizer, self.beta_constraint)
-        self.moving_mean = weight("moving_mean", self.moving_mean_initializer, False)
-        self.moving_variance = weight("moving_variance", self.moving_variance_initializer, False)
+            self.beta = add_parameter(self, "beta", (size,))
+        self.moving_mean = add_parameter(self, "moving_mean", (size,), trainable=False)
+        self.moving_variance = add_parameter(self, "moving_variance", (size,), trainable=False)
 
     def call(self, inputs: jax.Array, training: bool | None = None, mask: Any = None) -> jax.Array:
         """Normalizes `inputs` in float32; in training also updates the moving statistics."""

@@ -40,6 +40,25 @@ def widen(x: jax.Array, compute_dtype: str) -> jax.Array:
     return wide
 
 
+def add_parameter(layer: Layer, name: str, shape: tuple, trainable: bool = True, initializer: Any = None) -> Any:
+    """A float32 `autocast=False` normalization variable named `name`.
+
+    Its initializer, regularizer and constraint are the layer's `<name>_initializer`,
+    `<name>_regularizer` and `<name>_constraint` attributes (the last two when present),
+    unless `initializer` is given.
+    """
+    return layer.add_weight(
+        shape=shape,
+        initializer=getattr(layer, f"{name}_initializer") if initializer is None else initializer,
+        dtype=PARAMETER_DTYPE,
+        trainable=trainable,
+        autocast=False,
+        regularizer=getattr(layer, f"{name}_regularizer", None),
+        constraint=getattr(layer, f"{name}_constraint", None),
+        name=name,
+    )
+
+
 def check_axes_fit(owner: str, axes: tuple[int, ...], input_shape: Any) -> tuple[int, ...]:
     """Resolves `axes` for `input_shape`: raises unless each is in range, distinct and of known size.
 
@@ -215,25 +234,9 @@ class LayerNormalization(_AxesNormalization):
         """Creates `gamma` and `beta` (float32, `autocast=False`) over the input dims at `axis`."""
         shape = self._build_axes(input_shape)
         if self.scale or self.rms_scaling:
-            self.gamma = self.add_weight(
-                shape=shape,
-                initializer=self.gamma_initializer,
-                dtype=PARAMETER_DTYPE,
-                autocast=False,
-                regularizer=self.gamma_regularizer,
-                constraint=self.gamma_constraint,
-                name="gamma",
-            )
+            self.gamma = add_parameter(self, "gamma", shape)
         if self.center and not self.rms_scaling:
-            self.beta = self.add_weight(
-                shape=shape,
-                initializer=self.beta_initializer,
-                dtype=PARAMETER_DTYPE,
-                autocast=False,
-                regularizer=self.beta_regularizer,
-                constraint=self.beta_constraint,
-                name="beta",
-            )
+            self.beta = add_parameter(self, "beta", shape)
 
     def call(self, inputs: jax.Array) -> jax.Array:
         """Normalizes `inputs` in float32 and returns the result in the compute dtype."""
@@ -295,9 +298,7 @@ class RMSNormalization(_AxesNormalization):
         # Keras orders a multi-axis `scale` by input position; sorting here keeps its shape.
         self._axes = tuple(sorted(self._axes, key=lambda axis: axis % len(input_shape)))
         shape = self._build_axes(input_shape)
-        self.scale = self.add_weight(
-            shape=shape, initializer="ones", dtype=PARAMETER_DTYPE, autocast=False, name="scale"
-        )
+        self.scale = add_parameter(self, "scale", shape, initializer="ones")
 
     def call(self, inputs: jax.Array) -> jax.Array:
         """Scales `inputs` by their inverse root mean square, in float32, into the compute dtype."""
