@@ -19,3 +19,12 @@ def reset_default_policy():
     dp.set_dtype_policy(None)
     yield
     dp.set_dtype_policy(None)
+
+
+@pytest.fixture
+def strict_raise():
+    """Turns strict mode to "raise" for one test: a layer returning a wider dtype than its policy fails."""
+    previous = dp.strict_mode()
+    dp.set_strict("raise")
+    yield
+    dp.set_strict(previous)

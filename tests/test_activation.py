@@ -39,13 +39,8 @@ REFERENCES = {
 }
 
 
-@pytest.fixture(autouse=True)
-def outputs_never_upcast():
-    """Every call in this module raises if the layer returns a dtype wider than its policy's."""
-    previous = dp.strict_mode()
-    dp.set_strict("raise")
-    yield
-    dp.set_strict(previous)
+# Every call in this module raises if the layer returns a dtype wider than its policy allows.
+pytestmark = pytest.mark.usefixtures("strict_raise")
 
 
 def _eager(layer, x):

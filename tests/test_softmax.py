@@ -18,13 +18,8 @@ from tests._tolerances import assert_close
 POLICIES = ["float32", "mixed_bfloat16", "mixed_float16", "bfloat16", "float16"]
 
 
-@pytest.fixture(autouse=True)
-def outputs_never_upcast():
-    """Every call in this module raises if Softmax returns a dtype wider than its policy's."""
-    previous = dp.strict_mode()
-    dp.set_strict("raise")
-    yield
-    dp.set_strict(previous)
+# Every call in this module raises if the layer returns a dtype wider than its policy allows.
+pytestmark = pytest.mark.usefixtures("strict_raise")
 
 
 def reference(x, axis=-1, mask=None):
