@@ -2,22 +2,47 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-from contextvars import ContextVar
-from typing import TypeVar
+from contextvars import ContextVar, Token
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
+# The tokens of the scopes open in this thread or task, innermost last. Kept in a ContextVar
+# rather than on the scope object, so one scope object entered in two threads (or tasks) at once
+# resets, in each, the value that thread set.
+_open_scopes: ContextVar[tuple[tuple[Any, Token], ...]] = ContextVar("dtypepolicy_open_scopes", default=())
 
-@contextlib.contextmanager
-def scoped(var: ContextVar[T], value: T) -> Iterator[T]:
-    """Sets `var` to `value` for the duration of the block, restoring it even on error."""
-    token = var.set(value)
-    try:
-        yield value
-    finally:
-        var.reset(token)
+
+class scoped(Generic[T]):  # lower case: used like the function it replaced
+    """Sets `var` to `value` inside a `with` block, restoring it even on error.
+
+    The object can be entered any number of times, one after another or nested (re-entered
+    while open), like `contextlib.nullcontext` and unlike a `@contextmanager` generator.
+    """
+
+    __slots__ = ("_value", "_var")
+
+    def __init__(self, var: ContextVar[T], value: T) -> None:
+        self._var = var
+        self._value = value
+
+    def __enter__(self) -> T:
+        token = self._var.set(self._value)
+        _open_scopes.set((*_open_scopes.get(), (self, token)))
+        return self._value
+
+    def __exit__(self, *exc_info: object) -> None:
+        entries = _open_scopes.get()
+        for index in range(len(entries) - 1, -1, -1):
+            if entries[index][0] is self:
+                break
+        else:
+            raise RuntimeError(
+                f"This scope (setting {self._var.name} to {self._value!r}) was exited without being entered "
+                f"in this thread or task; use it as `with scope: ...`."
+            )
+        _open_scopes.set(entries[:index] + entries[index + 1 :])
+        self._var.reset(entries[index][1])
 
 
 # The innermost StatelessScope (see _stateless.py). It lives here so that _variable.py can

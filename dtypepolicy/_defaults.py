@@ -12,12 +12,15 @@ from dtypepolicy._serialization import get
 
 
 def _as_default(policy: Any, caller: str) -> DTypePolicy:
-    if isinstance(policy, DTypePolicyMap):
+    # Checked after conversion: a dict from serialize(map) only becomes a map inside get().
+    converted = get(policy)
+    if isinstance(converted, DTypePolicyMap):
+        received = repr(policy) if policy is converted else f"a serialized one, {policy!r}"
         raise TypeError(
-            f"{caller} takes a single policy, received a DTypePolicyMap {policy!r}. "
+            f"{caller} takes a single policy, received a DTypePolicyMap ({received}). "
             f"Pass the map as a layer's dtype= instead, so sublayers resolve it by path."
         )
-    return get(policy)
+    return converted
 
 
 def dtype_policy() -> DTypePolicy:

@@ -11,9 +11,15 @@ from dtypepolicy._serialization import get, register_serializable, serialize
 
 
 def _as_policy(value: Any, what: str) -> DTypePolicy:
-    if value is None or isinstance(value, DTypePolicyMap):
-        raise TypeError(f"{what} must be a dtype policy or something get() accepts, received {value!r}.")
-    return get(value)
+    # A map inside a map is refused, also when it arrives serialized (get() rebuilds it).
+    policy = None if value is None else get(value)
+    if policy is None or isinstance(policy, DTypePolicyMap):
+        nested = " (a DTypePolicyMap: maps do not nest)" if policy is not None else ""
+        raise TypeError(
+            f"{what} must be a dtype policy or something get() accepts other than a DTypePolicyMap, "
+            f"received {value!r}{nested}."
+        )
+    return policy
 
 
 @register_serializable

@@ -123,3 +123,65 @@ def test_bad_input_leaves_the_default_untouched(setter):
     with pytest.raises(TypeError, match="takes a single policy, received a DTypePolicyMap"):
         setter(dp.DTypePolicyMap())
     assert dp.dtype_policy().name == "mixed_bfloat16"
+
+
+# --- regressions (issue 7) ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("setter", [dp.set_dtype_policy, dp.policy_scope], ids=["set", "scope"])
+def test_a_serialized_map_is_rejected_as_a_default_and_changes_nothing(setter):
+    # Before: get() turned the dict back into a map after the "no map" check, and every later
+    # layer failed when it read the default.
+    dp.set_dtype_policy("mixed_bfloat16")
+    config = dp.serialize(dp.DTypePolicyMap("float32", {"head": "float16"}))
+    with pytest.raises(TypeError, match="takes a single policy, received a DTypePolicyMap"):
+        setter(config)
+    assert dp.dtype_policy() == dp.DTypePolicy("mixed_bfloat16")
+
+
+def test_a_policy_scope_object_can_be_entered_again_after_it_exits():
+    scope = dp.policy_scope("bfloat16")
+    for _ in range(3):
+        with scope as policy:
+            assert policy.name == "bfloat16" and dp.dtype_policy().name == "bfloat16"
+        assert dp.dtype_policy().name == "float32"
+
+
+def test_a_policy_scope_object_can_be_re_entered_while_open():
+    scope = dp.policy_scope("bfloat16")
+    with scope:
+        with dp.policy_scope("float16"):
+            with scope:
+                assert dp.dtype_policy().name == "bfloat16"
+            assert dp.dtype_policy().name == "float16"
+        assert dp.dtype_policy().name == "bfloat16"
+    assert dp.dtype_policy().name == "float32"
+
+
+def test_one_policy_scope_object_shared_by_two_threads():
+    scope, entered, release = dp.policy_scope("float16"), threading.Event(), threading.Event()
+    seen = {}
+
+    def worker():
+        with scope:
+            entered.set()
+            release.wait(5)
+            seen["worker"] = dp.dtype_policy().name
+        seen["worker_after"] = dp.dtype_policy().name
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    entered.wait(5)
+    with scope:  # entered here while the worker still holds it
+        release.set()
+        thread.join()
+        seen["main"] = dp.dtype_policy().name
+    assert seen == {"worker": "float16", "worker_after": "float32", "main": "float16"}
+    assert dp.dtype_policy().name == "float32"
+
+
+def test_exiting_a_policy_scope_that_was_not_entered_is_a_clear_error():
+    scope = dp.policy_scope("bfloat16")
+    with pytest.raises(RuntimeError, match="exited without being entered"):
+        scope.__exit__(None, None, None)
+    assert dp.dtype_policy().name == "float32"

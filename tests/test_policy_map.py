@@ -114,3 +114,21 @@ def test_from_config_errors():
         dp.DTypePolicyMap.from_config({"default": None})
     with pytest.raises(ValueError, match="'policy_map' must be a dict"):
         dp.DTypePolicyMap.from_config({"default_policy": None, "policy_map": ["a"]})
+
+
+# --- regressions (issue 7) ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("serialized", [True, False], ids=["serialized", "object"])
+def test_a_map_nested_in_a_map_is_refused(serialized):
+    inner = dp.DTypePolicyMap("float16", {"x": "bfloat16"})
+    value = dp.serialize(inner) if serialized else inner
+    with pytest.raises(TypeError, match=r"policy_map\['a'\] must be a dtype policy .*maps do not nest"):
+        dp.DTypePolicyMap("float32", {"a": value})
+    with pytest.raises(TypeError, match=r"default_policy must be a dtype policy .*maps do not nest"):
+        dp.DTypePolicyMap(value, {})
+    config = {"default_policy": None, "policy_map": {"a": dp.serialize(inner)}}
+    with pytest.raises(TypeError, match="maps do not nest"):
+        dp.DTypePolicyMap.from_config(config)
+    with pytest.raises(TypeError, match="maps do not nest"):
+        dp.DTypePolicyMap("float32", {}) | {"a": value}
