@@ -1,0 +1,118 @@
+"""Measurements that need a fresh process: build + first call, and eager Dense overhead.
+
+Run as a script (`python benchmarks/_probe.py`) it prints one JSON line. It uses only the public
+API of `layers`, so `compare_revisions` can run it against an older checkout by putting that
+checkout first on PYTHONPATH; `where` in the output says which `layers` was imported.
+
+The build figure is taken first, before anything else in the process has compiled: it is the
+wall time from constructing a TransformerBlock(width 64) to the end of its first eager call. JAX's
+backend start-up (one tiny op) is excluded, as it is paid once per process by any JAX program.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+# Width 64 = 4 heads of 16; the MLP is 4x wide. Inputs (batch 2, time 16, features 64).
+BLOCK = {"num_heads": 4, "key_dim": 16, "mlp_dim": 256}
+BLOCK_INPUT = (2, 16, 64)
+
+
+def build_seconds() -> float:
+    """Wall seconds for constructing a TransformerBlock(width 64) and its first eager call."""
+    import jax
+    import jax.numpy as jnp
+
+    import layers
+
+    x = jnp.ones(BLOCK_INPUT, jnp.float32)
+    jax.block_until_ready(x + 1)  # backend start-up, not part of the build
+    start = time.perf_counter()
+    block = layers.TransformerBlock(**BLOCK)
+    jax.block_until_ready(block(x))
+    return time.perf_counter() - start
+
+
+def _microseconds_per_call(function: Callable[[], Any], calls: int) -> float:
+    import jax
+
+    start = time.perf_counter()
+    for _ in range(calls):
+        result = function()
+    jax.block_until_ready(result)
+    return (time.perf_counter() - start) / calls * 1e6
+
+
+def dense_overhead(policy: str, rows: int = 8, features: int = 64, units: int = 64, repeats: int = 15) -> dict:
+    """Eager `Dense.__call__` against the same jnp ops called eagerly, alternated in one process.
+
+    `ops_us` is the layer's own formula written with jnp from the same float32 inputs and master
+    kernel: under a 16-bit policy cast both to the compute dtype, dot with a float32 accumulator,
+    add the float32 bias and round once (float32: `x @ kernel + bias`). `math_us` (16-bit
+    policies) leaves the two casts out, as if the operands were already 16-bit: the cheapest eager
+    form by hand. Medians over `repeats` alternating blocks of 200 calls each.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    import dtypepolicy as dp
+    import layers
+
+    x = jnp.asarray(jax.random.normal(jax.random.key(0), (rows, features)), jnp.float32)
+    layer = layers.Dense(units, bias_initializer="random_normal", dtype=policy)
+    layer(x)
+    kernel, bias = layer.kernel._read_storage(), layer.bias._read_storage()
+    compute = dp.get(policy).compute_dtype
+    dims = (((1,), (0,)), ((), ()))
+    x16, kernel16 = x.astype(compute), kernel.astype(compute)
+
+    def ops() -> Any:
+        if compute == "float32":
+            return jnp.matmul(x, kernel) + bias
+        product = jax.lax.dot_general(
+            x.astype(compute), kernel.astype(compute), dims, preferred_element_type=jnp.float32
+        )
+        return (product + bias).astype(compute)
+
+    def math() -> Any:
+        product = jax.lax.dot_general(x16, kernel16, dims, preferred_element_type=jnp.float32)
+        return (product + bias).astype(compute)
+
+    def call() -> Any:
+        return layer(x)
+
+    functions = {"ops_us": ops, "layer_us": call}
+    if compute != "float32":
+        functions["math_us"] = math
+    for function in functions.values():
+        for _ in range(50):
+            jax.block_until_ready(function())
+    samples: dict[str, list[float]] = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            samples[name].append(_microseconds_per_call(function, 200))
+    report = {name: statistics.median(values) for name, values in samples.items()}
+    report["ratio"] = report["layer_us"] / report["ops_us"]
+    if "math_us" in report:
+        report["ratio_math"] = report["layer_us"] / report["math_us"]
+    return report
+
+
+def main(argv: list[str]) -> None:
+    """Prints `{"where", "build_s"[, "dense"]}` as one JSON line; `--build-only` skips the Dense part."""
+    build = build_seconds()
+    import layers
+
+    report: dict[str, Any] = {"where": layers.__file__, "build_s": build}
+    if "--build-only" not in argv:
+        report["dense"] = {policy: dense_overhead(policy) for policy in ("float32", "mixed_bfloat16")}
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
