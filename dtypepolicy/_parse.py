@@ -53,6 +53,17 @@ def _error(text: str, detail: str, hint: str | None = None) -> ValueError:
     )
 
 
+def _quantized_here(original: str, key: str, match: re.Match) -> ValueError:
+    detail = f"{key!r} is a quantized policy name; a quantized policy cannot be used here, a plain one is expected"
+    if key == "".join(original.split()).lower():  # the whole name, not the source part of one
+        mode, source = match.group("mode"), match.group("source")
+        detail += (
+            f" (for the quantized policy use dtypepolicy.get({original!r}) or "
+            f"QuantizedDTypePolicy({mode!r}, {source!r}))"
+        )
+    return _error(original, detail)
+
+
 def _parse_grammar(text: str, key: str) -> PlainSpec:
     fields: dict[str, str] = {}
     for part in key.split(","):
@@ -81,6 +92,10 @@ def parse_plain(text: str, original: str | None = None) -> PlainSpec:
     key = "".join(text.split()).lower()
     if not key:
         raise _error(original, "the name is empty")
+    # Before the grammar: "int8_from_p=f32,c=bf16" would otherwise read as an unknown key "int8_from_p".
+    quantized = _QUANTIZED.match(key)
+    if quantized:
+        raise _quantized_here(original, key, quantized)
     if "=" in key:
         return _parse_grammar(original, key)
     if key in MIXED_NAMES:
@@ -88,8 +103,6 @@ def parse_plain(text: str, original: str | None = None) -> PlainSpec:
     dtype = dtype_from_name(key)
     if dtype is not None:
         return PlainSpec(dtype, dtype)
-    if _QUANTIZED.match(key):
-        raise _error(original, "a quantized policy cannot be used here")
     choices = list(_COMMON_NAMES) + list(KNOWN_DTYPE_NAMES)
     raise _error(original, "not a known policy or dtype name", closest(key, choices))
 

@@ -149,7 +149,15 @@ class QuantizedDTypePolicy(DTypePolicy):
 
     def __init__(self, mode: str, source_name: str | None = None) -> None:
         mode = _check_choice(mode, f"{type(self).__name__} mode", self._MODES)
-        object.__setattr__(self, "_spec", _plain_spec(source_name, "source_name"))
+        spec = _plain_spec(source_name, "source_name")
+        if mode == "int8" and spec.compute == "float16":
+            # Keras 3 refuses these two names for the same reason.
+            raise ValueError(
+                f"Policy {f'int8_from_{plain_name(spec)}'!r} is not supported: int8 quantization with a float16 "
+                f"compute dtype overflows (the int8 matmul's int32 sums, dequantized in float16, exceed its "
+                f"largest value 65504). Use int8_from_mixed_bfloat16 or int8_from_float32 instead."
+            )
+        object.__setattr__(self, "_spec", spec)
         object.__setattr__(self, "_mode", mode)
 
     @property

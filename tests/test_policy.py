@@ -50,7 +50,7 @@ def test_immutable():
 def test_none_copies_the_current_default():
     with dp.policy_scope("mixed_float16"):
         assert dp.DTypePolicy().name == "mixed_float16"
-        assert dp.QuantizedDTypePolicy("int8").name == "int8_from_mixed_float16"
+        assert dp.QuantizedDTypePolicy("int4").name == "int4_from_mixed_float16"
     with dp.policy_scope("int8_from_mixed_bfloat16"):
         assert dp.DTypePolicy().name == "mixed_bfloat16"
     assert dp.DTypePolicy().name == "float32"
@@ -122,3 +122,50 @@ def test_from_config_rejects_unknown_keys():
         dp.DTypePolicy.from_config({"name": "float32", "units": 3})
     with pytest.raises(TypeError, match="expects a dict, received 'float32'"):
         dp.DTypePolicy.from_config("float32")
+
+
+# --- regressions (issue 7) ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["int8_from_p=f32,c=bf16", "int8_from_mixed_bfloat16", "float8_from_p=f32,c=f16"])
+def test_plain_class_given_a_quantized_name_says_how_to_build_it(name):
+    # Before: the explicit-grammar spelling was read as grammar, "unknown key 'int8_from_p'".
+    mode, source = name.split("_from_")
+    with pytest.raises(ValueError, match="quantized policy cannot be used here") as info:
+        dp.DTypePolicy(name)
+    message = str(info.value)
+    assert "unknown key" not in message
+    assert f"dtypepolicy.get({name!r})" in message and f"QuantizedDTypePolicy({mode!r}, {source!r})" in message
+
+
+def test_quantized_name_with_the_explicit_grammar_as_source():
+    assert dp.get("int8_from_p=f32,c=bf16") == dp.get("int8_from_mixed_bfloat16")
+    assert dp.QuantizedDTypePolicy("int8", "p=f32,c=bf16").name == "int8_from_mixed_bfloat16"
+
+
+INT8_FLOAT16 = [  # every spelling of an int8 policy whose compute dtype is float16
+    lambda: dp.get("int8_from_float16"),
+    lambda: dp.get("int8_from_mixed_float16"),
+    lambda: dp.get("int8_from_p=f32,c=f16,o=f32"),
+    lambda: dp.QuantizedDTypePolicy("int8", "mixed_float16"),
+    lambda: dp.deserialize(
+        {"class_name": "QuantizedDTypePolicy", "config": {"mode": "int8", "source_name": "float16"}}
+    ),
+]
+
+
+@pytest.mark.parametrize("factory", INT8_FLOAT16)
+def test_int8_with_float16_compute_is_rejected_as_keras_does(factory):
+    with pytest.raises(ValueError, match=r"int8_from_.*float16 compute dtype overflows"):
+        factory()
+
+
+def test_int8_default_source_under_a_float16_default_is_rejected():
+    with dp.policy_scope("mixed_float16"), pytest.raises(ValueError, match="'int8_from_mixed_float16'"):
+        dp.QuantizedDTypePolicy("int8")
+
+
+def test_float16_compute_stays_allowed_for_int4_and_float8():
+    # Keras 3's list of valid quantized policies removes only the two int8/float16 ones.
+    assert dp.get("int4_from_mixed_float16").compute_dtype == "float16"
+    assert dp.get("float8_from_mixed_float16").compute_dtype == "float16"
