@@ -9,6 +9,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from dtypepolicy._array_protocol import ArrayBehaviour, register
 from dtypepolicy._autocast import current_autocast_dtype
 from dtypepolicy._context import stateless_scope_var
 from dtypepolicy._dtypes import check_representable, is_float, standardize_dtype
@@ -50,15 +51,19 @@ def _check_callable_or_none(value: Any, what: str) -> Any:
 def _to_array(value: Any, what: str) -> jnp.ndarray:
     if isinstance(value, Variable):
         return value._read_storage()
+    if value is None:
+        raise TypeError(f"{what}: expected an array or a number, received None.")
     try:
         return jnp.asarray(value)
     except TypeError as error:
         raise TypeError(
             f"{what}: cannot convert {value!r} of type {type(value).__name__} to an array ({error})."
         ) from None
+    except ValueError as error:  # ragged nested lists, unconvertible objects
+        raise ValueError(f"{what}: cannot convert {value!r} to a rectangular numeric array ({error}).") from None
 
 
-class Variable:
+class Variable(ArrayBehaviour):
     """Mutable state stored in one dtype and read through the autocast scope.
 
     `.dtype` is always the storage dtype. Reading (`.value`, `jnp.asarray(v)`, `np.asarray(v)`,
@@ -208,6 +213,11 @@ class Variable:
         return self._store(array.astype(self._dtype))
 
     def _assign_update(self, op: Callable, delta: Any, method: str) -> jnp.ndarray:
+        if self._dtype == "bool":
+            raise TypeError(
+                f"Variable {self._path!r} stores bool values, which have no {method}; "
+                f"expected a numeric variable. Use assign() to set bool state."
+            )
         array = _to_array(delta, f"Variable {self._path!r}.{method}")
         try:
             fits = jnp.broadcast_shapes(array.shape, self.shape) == self.shape
@@ -304,87 +314,31 @@ class Variable:
         """The constraint applied after optimizer updates, if any."""
         return self._constraint
 
-    # --- array protocol ------------------------------------------------------------------
-
-    def __jax_array__(self) -> jnp.ndarray:
-        return self.value
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        return np.asarray(self.value, dtype=dtype)
+    # --- array protocol (the rest is ArrayBehaviour) ---------------------------------------
 
     def astype(self, dtype: Any) -> jnp.ndarray:
         """The value (read like `.value`) cast to `dtype`."""
         return self.value.astype(standardize_dtype(dtype))
-
-    def __getitem__(self, index: Any) -> jnp.ndarray:
-        return self.value[index]
 
     def __len__(self) -> int:
         if not self.shape:
             raise TypeError(f"len() of a scalar Variable {self._path!r}.")
         return self.shape[0]
 
-    def __iter__(self):
-        return iter(self.value)
-
-    def __bool__(self) -> bool:
-        return bool(self.value)
-
-    def __float__(self) -> float:
-        return float(self.value)
-
-    def __int__(self) -> int:
-        return int(self.value)
-
     __hash__ = object.__hash__
+
+    # --- copying and pickling --------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The stored array itself, never a StatelessScope's value for it: a copy is of the variable.
+        return {slot: object.__getattribute__(self, slot) for slot in self.__slots__ if slot != "__weakref__"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for slot, value in state.items():
+            object.__setattr__(self, slot, value)
 
     def __repr__(self) -> str:
         return f"<Variable path={self._path}, shape={self.shape}, dtype={self._dtype}, value={self._value}>"
 
 
-def _unwrap(value: Any) -> Any:
-    return value.value if isinstance(value, Variable) else value
-
-
-def _binary(op: Callable) -> tuple[Callable, Callable]:
-    def forward(self: Variable, other: Any) -> Any:
-        return op(self.value, _unwrap(other))
-
-    def reflected(self: Variable, other: Any) -> Any:
-        return op(_unwrap(other), self.value)
-
-    return forward, reflected
-
-
-for _name, _op in {
-    "add": operator.add,
-    "sub": operator.sub,
-    "mul": operator.mul,
-    "truediv": operator.truediv,
-    "floordiv": operator.floordiv,
-    "mod": operator.mod,
-    "pow": operator.pow,
-    "matmul": operator.matmul,
-    "and": operator.and_,
-    "or": operator.or_,
-    "xor": operator.xor,
-}.items():
-    _forward, _reflected = _binary(_op)
-    setattr(Variable, f"__{_name}__", _forward)
-    setattr(Variable, f"__r{_name}__", _reflected)
-
-# Comparisons are elementwise, as for arrays (and as in Keras); identity is the hash.
-for _name, _op in {
-    "lt": operator.lt,
-    "le": operator.le,
-    "gt": operator.gt,
-    "ge": operator.ge,
-    "eq": operator.eq,
-    "ne": operator.ne,
-}.items():
-    setattr(Variable, f"__{_name}__", _binary(_op)[0])
-
-for _name, _op in {"neg": operator.neg, "pos": operator.pos, "abs": operator.abs, "invert": operator.invert}.items():
-    setattr(Variable, f"__{_name}__", lambda self, _op=_op: _op(self.value))
-
-del _name, _op, _forward, _reflected
+register(Variable)
