@@ -6,13 +6,20 @@ import math
 from typing import Any
 
 import jax.numpy as jnp
+import numpy as np
 
 from dtypepolicy import _numerics
+from layers import _shapes
 from layers._arguments import check_bool, check_positive_int, set_weight_arguments, weight_arguments_config
 from layers._dropout import Dropout
 from layers._einsum_dense import EinsumDense
 from layers._layer import Layer
 from layers._masking import get_mask
+
+
+def _compatible(a: tuple, b: tuple) -> bool:
+    """Whether two shapes agree wherever both dimensions are known."""
+    return all(x is None or y is None or x == y for x, y in zip(a, b, strict=True))
 
 
 class MultiHeadAttention(Layer):
@@ -94,13 +101,43 @@ class MultiHeadAttention(Layer):
             name=name,
         )
 
-    def build(self, query_shape: Any, value_shape: Any = None, key_shape: Any = None) -> None:
-        """Creates the four projections from the feature sizes of query, key and value."""
+    def _check_shapes(self, query_shape: Any, value_shape: Any, key_shape: Any) -> tuple[tuple, tuple, tuple]:
+        """Validated query/value/key shapes (value defaults to query, key to value), before any weight exists."""
         value_shape = query_shape if value_shape is None else value_shape
         key_shape = value_shape if key_shape is None else key_shape
+        owner = f"MultiHeadAttention {self.name!r}"
+        shapes = {}
         for what, shape in (("query", query_shape), ("value", value_shape), ("key", key_shape)):
+            if not _shapes.is_shape(shape):
+                raise ValueError(f"{owner} expects a shape tuple (ints or None) for {what}, received {shape!r}.")
+            shape = tuple(shape)
             if len(shape) != 3:
-                raise ValueError(f"MultiHeadAttention expects rank-3 (batch, time, features) {what}, received {shape}.")
+                raise ValueError(f"{owner} expects rank-3 (batch, time, features) {what}, received {shape}.")
+            shapes[what] = shape
+        query_shape, value_shape, key_shape = shapes["query"], shapes["value"], shapes["key"]
+        if not _compatible(query_shape[:1], value_shape[:1]):
+            raise ValueError(f"{owner}: query {query_shape} and value {value_shape} must have the same batch size.")
+        if not _compatible(value_shape[:-1], key_shape[:-1]):
+            raise ValueError(
+                f"{owner}: value {value_shape} and key {key_shape} must have the same batch and time dimensions "
+                f"(every axis but the last)."
+            )
+        if self.built:
+            for what, shape, dense in (
+                ("query", query_shape, self.query_dense),
+                ("value", value_shape, self.value_dense),
+                ("key", key_shape, self.key_dense),
+            ):
+                features = dense.kernel.shape[0]
+                if shape[-1] is not None and shape[-1] != features:
+                    raise ValueError(
+                        f"{owner} was built for {what} features {features}, received {what} of shape {shape}."
+                    )
+        return query_shape, value_shape, key_shape
+
+    def build(self, query_shape: Any, value_shape: Any = None, key_shape: Any = None) -> None:
+        """Creates the four projections from the feature sizes of query, key and value."""
+        query_shape, value_shape, key_shape = self._check_shapes(query_shape, value_shape, key_shape)
         heads = self.num_heads
         self.query_dense = self._projection("query", "abc,cde->abde", (None, heads, self.key_dim), "de")
         self.key_dense = self._projection("key", "abc,cde->abde", (None, heads, self.key_dim), "de")
@@ -112,26 +149,64 @@ class MultiHeadAttention(Layer):
         self.value_dense.build(value_shape)
         self.output_dense.build((query_shape[0], query_shape[1], heads, self.value_dim))
 
+    def compute_output_shape(self, query_shape: Any, value_shape: Any = None, key_shape: Any = None) -> tuple:
+        """The query's shape with the last axis `output_shape` (default: the query's); builds nothing.
+
+        As in Keras, `value_shape` and `key_shape` must agree on every axis but the last
+        (`value_shape` defaults to `query_shape`, `key_shape` to `value_shape`).
+        """
+        query_shape, _, _ = self._check_shapes(query_shape, value_shape, key_shape)
+        return (*query_shape[:-1], self.output_dim or query_shape[-1])
+
+    def _mask(self, name: str, mask: Any, expected: tuple) -> Any:
+        """`mask` as bool, non-zero meaning "attend"; raises unless it broadcasts to `expected`."""
+        if isinstance(mask, (list, tuple)):
+            mask = np.asarray(mask)
+        dtype = getattr(mask, "dtype", None)
+        if dtype is None or not (jnp.issubdtype(dtype, jnp.bool_) or jnp.issubdtype(dtype, jnp.number)):
+            raise TypeError(
+                f"MultiHeadAttention {self.name!r}: {name} must be an array of a numeric or bool dtype "
+                f"(non-zero = attend), received {mask!r}."
+            )
+        shape = tuple(np.shape(mask))
+        # A padding mask needs its batch axis; the attention mask may leave the batch axis out.
+        ranks = (len(expected),) if len(expected) == 2 else (2, 3)
+        padded = (1,) * (len(expected) - len(shape)) + shape
+        if len(shape) not in ranks or any(m not in (1, e) for m, e in zip(padded, expected, strict=True)):
+            axes = "(batch, T_query)" if name == "query_mask" else "(batch, T_key)"
+            if len(expected) == 3:
+                axes = "(batch, T_query, T_key)"
+            raise ValueError(
+                f"MultiHeadAttention {self.name!r}: {name} of shape {shape} does not fit the inputs; expected "
+                f"{axes} = {expected} (or 1 on any axis, to broadcast)."
+            )
+        mask = jnp.asarray(mask)
+        return mask if mask.dtype == jnp.bool_ else mask != 0
+
     def _attention_mask(self, query: Any, value: Any, masks: dict[str, Any], use_causal_mask: bool) -> Any:
-        """Combines the padding, explicit and causal masks into one `(batch, T_q, T_k)` mask."""
+        """Combines the padding, explicit and causal masks into one bool `(batch, T_q, T_k)` mask.
+
+        Every mask may have any numeric or bool dtype: non-zero attends, as in Keras. Each is
+        turned into bool before the masks are combined with `&`, so a mask of 2s masks nothing.
+        """
         query_mask = masks["query"] if masks["query"] is not None else get_mask(query)
         value_mask = masks["value"] if masks["value"] is not None else get_mask(value)
-        key_mask = masks["key"]
-        mask = masks["attention"]
-        t_query, t_key = query.shape[1], value.shape[1]
+        batch, t_query, t_key = query.shape[0], query.shape[1], value.shape[1]
         pieces = []
         if query_mask is not None:
-            pieces.append(jnp.asarray(query_mask, bool)[:, :, None])
-        for padding in (value_mask, key_mask):
+            pieces.append(self._mask("query_mask", query_mask, (batch, t_query))[:, :, None])
+        for name, padding in (("value_mask", value_mask), ("key_mask", masks["key"])):
             if padding is not None:
-                pieces.append(jnp.asarray(padding, bool)[:, None, :])
+                pieces.append(self._mask(name, padding, (batch, t_key))[:, None, :])
         if use_causal_mask:
             pieces.append(jnp.tril(jnp.ones((t_query, t_key), bool))[None])
-        if mask is not None:
-            pieces.append(jnp.asarray(mask, bool))
+        if masks["attention"] is not None:
+            attention = self._mask("attention_mask", masks["attention"], (batch, t_query, t_key))
+            pieces.append(attention if attention.ndim == 3 else attention[None])
+        mask = None
         for piece in pieces:
             mask = piece if mask is None else mask & piece
-        return mask
+        return None if mask is None else jnp.broadcast_to(mask, (batch, t_query, t_key))
 
     def call(
         self,
@@ -147,6 +222,7 @@ class MultiHeadAttention(Layer):
         use_causal_mask: bool = False,
     ) -> Any:
         """Attends from `query` to `key`/`value`; returns `(batch, T_query, output_dim)`."""
+        self._check_shapes(tuple(query.shape), tuple(value.shape), None if key is None else tuple(key.shape))
         key = value if key is None else key
         masks = {"query": query_mask, "value": value_mask, "key": key_mask, "attention": attention_mask}
         mask = self._attention_mask(query, value, masks, use_causal_mask)

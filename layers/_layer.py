@@ -491,9 +491,13 @@ class Layer(_tracking.Trackable):
         """The output shape for an input shape (None entries allowed), found by tracing."""
         return _shapes.compute_output_shape(self, input_shape)
 
-    def compute_output_signature(self, input_signature: Any) -> Any:
-        """`jax.ShapeDtypeStruct`s of the outputs for input structs; dtypes follow the policy."""
-        return _shapes.compute_output_signature(self, input_signature)
+    def compute_output_signature(self, input_signature: Any, *args: Any, **kwargs: Any) -> Any:
+        """`jax.ShapeDtypeStruct`s of the outputs for the call's input structs; dtypes follow the policy.
+
+        Arguments are those of `call`, as structs. A class that overrides `compute_output_shape`
+        is answered from it (nothing is traced or built); other layers are traced.
+        """
+        return _shapes.compute_output_signature(self, (input_signature, *args), kwargs)
 
     def stateless_call(
         self,

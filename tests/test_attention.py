@@ -146,3 +146,165 @@ def test_rank_errors_name_the_shape():
     with pytest.raises(ValueError, match=r"rank-3 \(batch, time, features\) query, received \(6, 8\)"):
         layer(jnp.ones((6, 8)), jnp.ones((6, 8)))
     assert dp.dtype_policy().name == "float32"
+
+
+# ---------------------------------------------------------------- masks of any dtype: non-zero attends
+
+
+def _float32_weights(layer):
+    return [np.asarray(w, np.float64) for w in layer.get_weights() if w.dtype == np.float32]
+
+
+def test_integer_mask_of_twos_attends_everywhere():
+    layer = MultiHeadAttention(num_heads=2, key_dim=4)
+    query, value = inputs(5)
+    out = layer(query, value, attention_mask=np.full((2, 6, 6), 2, np.int32))
+    expected, _ = reference(query.astype(np.float64), value.astype(np.float64), _float32_weights(layer), 2, 4)
+    assert_close(out, expected, "float32")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, np.int32, np.int8, np.uint8, np.bool_])
+def test_masks_of_every_numeric_dtype_mean_nonzero_attends(dtype):
+    layer = MultiHeadAttention(num_heads=2, key_dim=4)
+    query, value = inputs(6)
+    causal = np.tril(np.ones((6, 6)))
+    scale = 1 if dtype is np.bool_ else 3  # any non-zero value attends, not just 1
+    attention_mask = np.broadcast_to(causal * scale, (2, 6, 6)).astype(dtype)
+    value_mask = np.array([[1, 1, 1, 1, 1, 0], [1, 1, 1, 0, 0, 0]]).astype(dtype)
+    out = layer(query, value, attention_mask=attention_mask, value_mask=value_mask)
+    combined = (causal != 0)[None] & (value_mask != 0)[:, None, :]
+    expected, _ = reference(query.astype(np.float64), value.astype(np.float64), _float32_weights(layer), 2, 4, combined)
+    assert_close(out, expected, "float32")
+
+
+def test_float_mask_combines_with_the_causal_mask_under_jit():
+    layer = MultiHeadAttention(num_heads=2, key_dim=4)
+    query, value = inputs(7)
+    layer(query, value)
+    band = np.triu(np.ones((2, 6, 6), np.float32), -2)  # attend to the last three positions (and the future)
+    non_trainable = [v._read_storage() for v in layer.non_trainable_variables]
+    call = jax.jit(
+        lambda trainable, m: layer.stateless_call(
+            trainable, non_trainable, query, value, attention_mask=m, use_causal_mask=True
+        )[0]
+    )
+    out = call([v.value for v in layer.trainable_variables], band)
+    combined = (band != 0) & np.tril(np.ones((6, 6), bool))[None]
+    expected, _ = reference(query.astype(np.float64), value.astype(np.float64), _float32_weights(layer), 2, 4, combined)
+    assert_close(out, expected, "float32")
+
+
+def test_a_two_dimensional_mask_broadcasts_over_the_batch():
+    layer = MultiHeadAttention(num_heads=2, key_dim=4)
+    query, value = inputs(8)
+    causal = np.tril(np.ones((6, 6), np.int32))
+    out = layer(query, value, attention_mask=causal)
+    expected, _ = reference(
+        query.astype(np.float64),
+        value.astype(np.float64),
+        _float32_weights(layer),
+        2,
+        4,
+        np.broadcast_to(causal != 0, (2, 6, 6)),
+    )
+    assert_close(out, expected, "float32")
+
+
+def test_non_numeric_mask_is_refused():
+    layer = MultiHeadAttention(num_heads=2, key_dim=4, name="mha")
+    query, value = inputs()
+    with pytest.raises(
+        TypeError, match=r"MultiHeadAttention 'mha': attention_mask must be .*numeric or bool.*received"
+    ):
+        layer(query, value, attention_mask=[["x"] * 6] * 6)
+
+
+@pytest.mark.parametrize(
+    ("masks", "match"),
+    [
+        (
+            {"attention_mask": np.ones((2, 6, 5))},
+            r"attention_mask of shape \(2, 6, 5\).*\(batch, T_query, T_key\) = \(2, 6, 6\)",
+        ),
+        ({"attention_mask": np.ones((3, 6, 6))}, r"attention_mask of shape \(3, 6, 6\)"),
+        ({"attention_mask": np.ones((1, 2, 6, 6))}, r"attention_mask of shape \(1, 2, 6, 6\)"),
+        ({"query_mask": np.ones((2, 5))}, r"query_mask of shape \(2, 5\).*\(batch, T_query\) = \(2, 6\)"),
+        ({"value_mask": np.ones((2, 6, 1))}, r"value_mask of shape \(2, 6, 1\).*\(batch, T_key\) = \(2, 6\)"),
+        ({"key_mask": np.ones((6,))}, r"key_mask of shape \(6,\)"),
+    ],
+)
+def test_wrong_mask_shapes_name_the_layer_and_the_shapes(masks, match):
+    layer = MultiHeadAttention(num_heads=2, key_dim=4, name="mha")
+    query, value = inputs()
+    layer(query, value)
+    before = [np.asarray(w) for w in layer.get_weights()]
+    with pytest.raises(ValueError, match=r"MultiHeadAttention 'mha': " + match):
+        layer(query, value, **masks)
+    for old, new in zip(before, layer.get_weights(), strict=True):
+        np.testing.assert_array_equal(old, new)
+
+
+@pytest.mark.parametrize(
+    ("shapes", "match"),
+    [
+        ({"query": (2, 3, 8), "value": (3, 5, 8)}, r"query \(2, 3, 8\) and value \(3, 5, 8\).*batch"),
+        (
+            {"query": (2, 3, 8), "value": (2, 5, 8), "key": (2, 4, 8)},
+            r"value \(2, 5, 8\) and key \(2, 4, 8\).*same batch and time",
+        ),
+        (
+            {"query": (2, 3, 8), "value": (2, 5, 8), "key": (2, 5)},
+            r"rank-3 \(batch, time, features\) key, received \(2, 5\)",
+        ),
+    ],
+)
+def test_mismatched_query_key_value_shapes_raise_before_building(shapes, match):
+    layer = MultiHeadAttention(num_heads=2, key_dim=4, name="mha")
+    arrays = {name: jnp.ones(shape) for name, shape in shapes.items()}
+    with pytest.raises(ValueError, match=r"MultiHeadAttention 'mha'.*" + match):
+        layer(**arrays)
+    assert not layer.built and layer.weights == []
+
+
+def test_feature_sizes_that_differ_from_the_built_ones_name_the_layer():
+    layer = MultiHeadAttention(num_heads=2, key_dim=4, name="mha")
+    layer(jnp.ones((2, 3, 8)), jnp.ones((2, 5, 6)))
+    with pytest.raises(
+        ValueError,
+        match=r"MultiHeadAttention 'mha' was built for value features 6, received value of shape \(2, 5, 7\)",
+    ):
+        layer(jnp.ones((2, 3, 8)), jnp.ones((2, 5, 7)))
+
+
+# ---------------------------------------------------------------- compute_output_shape without building
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "shapes", "expected"),
+    [
+        ({}, ((None, 3, 8),), (None, 3, 8)),
+        ({}, ((None, 3, 8), (None, 5, 6)), (None, 3, 8)),
+        ({}, ((4, 3, 8), (4, 5, 6), (4, 5, 2)), (4, 3, 8)),
+        ({"output_shape": 12}, ((None, None, 8), (None, 5, 6)), (None, None, 12)),
+    ],
+)
+def test_compute_output_shape_follows_keras_and_changes_nothing(kwargs, shapes, expected):
+    layer = MultiHeadAttention(num_heads=2, key_dim=4, **kwargs)
+    assert layer.compute_output_shape(*shapes) == expected
+    assert not layer.built and layer.weights == []
+
+
+def test_compute_output_shape_refuses_value_and_key_that_disagree():
+    layer = MultiHeadAttention(num_heads=2, key_dim=4, name="mha")
+    with pytest.raises(ValueError, match=r"MultiHeadAttention 'mha'.*value \(None, 5, 6\) and key \(None, 4, 6\)"):
+        layer.compute_output_shape((None, 3, 8), (None, 5, 6), (None, 4, 6))
+    assert not layer.built
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16", "p=f32,c=bf16,o=f32"])
+def test_compute_output_signature_uses_compute_output_shape_without_tracing(policy):
+    layer = MultiHeadAttention(num_heads=2, key_dim=4, dtype=policy)
+    signature = layer.compute_output_signature(jax.ShapeDtypeStruct((2, 3, 8), jnp.float32))
+    expected_dtype = layer.dtype_policy.output_dtype or layer.compute_dtype
+    assert signature == jax.ShapeDtypeStruct((2, 3, 8), jnp.dtype(expected_dtype))
+    assert not layer.built
