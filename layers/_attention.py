@@ -15,6 +15,7 @@ from layers._dropout import Dropout
 from layers._einsum_dense import EinsumDense
 from layers._layer import Layer
 from layers._masking import get_mask
+from layers._training_flag import check_training
 
 
 def _compatible(a: tuple, b: tuple) -> bool:
@@ -222,6 +223,7 @@ class MultiHeadAttention(Layer):
         use_causal_mask: bool = False,
     ) -> Any:
         """Attends from `query` to `key`/`value`; returns `(batch, T_query, output_dim)`."""
+        training = check_training(training, f"MultiHeadAttention {self.name!r}")
         self._check_shapes(tuple(query.shape), tuple(value.shape), None if key is None else tuple(key.shape))
         key = value if key is None else key
         masks = {"query": query_mask, "value": value_mask, "key": key_mask, "attention": attention_mask}

@@ -15,6 +15,7 @@ from layers._arguments import check_bool, check_int, check_real, set_weight_argu
 from layers._input_spec import InputSpec
 from layers._layer import Layer
 from layers._normalization import add_parameter, check_axes_fit, widen
+from layers._training_flag import check_training
 
 __all__ = ["BatchNormalization"]
 
@@ -116,7 +117,9 @@ class BatchNormalization(Layer):
       beta_constraint, gamma_constraint: optional constraints.
       **kwargs: base `Layer` arguments (`name`, `dtype`, `trainable`, ...).
 
-    Call arguments: `inputs`, `training=None`, `mask=None`.
+    Call arguments: `inputs`, `training=None` (a Python bool, `np.bool_` or None; anything else,
+    a traced value included, is a `TypeError`: pass it as a static argument under `jax.jit`),
+    `mask=None`.
 
     Example:
       >>> from layers import BatchNormalization
@@ -183,7 +186,7 @@ class BatchNormalization(Layer):
 
     def call(self, inputs: jax.Array, training: bool | None = None, mask: Any = None) -> jax.Array:
         """Normalizes `inputs` in float32; in training also updates the moving statistics."""
-        training = bool(training) and self.trainable
+        training = bool(check_training(training, f"BatchNormalization {self.name!r}")) and self.trainable
         axis = self.axis % inputs.ndim
         if mask is not None:
             self._check_mask(mask, inputs.shape, axis)

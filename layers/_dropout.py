@@ -18,6 +18,7 @@ import numpy as np
 
 from layers import _random
 from layers._layer import Layer
+from layers._training_flag import check_training
 
 __all__ = ["Dropout"]
 
@@ -96,7 +97,8 @@ class Dropout(Layer):
       seed: an int in `[0, 2**32)` for a reproducible sequence of masks, or None.
       **kwargs: base `Layer` arguments (`name`, `dtype`, `trainable`, ...).
 
-    `training` must be a Python bool (static under `jax.jit`). Masks pass through unchanged.
+    `training` must be a Python bool, `np.bool_` or None (static under `jax.jit`); anything else,
+    a string such as `"false"` included, is a `TypeError`. Masks pass through unchanged.
 
     Example:
       >>> layer = Dropout(0.5, seed=0, dtype="mixed_bfloat16")
@@ -132,11 +134,7 @@ class Dropout(Layer):
 
     def call(self, inputs: jax.Array, training: bool = False) -> jax.Array:
         """Returns `inputs`, or when training, `inputs` with entries dropped and survivors scaled."""
-        if isinstance(training, jax.core.Tracer):
-            raise TypeError(
-                f"Dropout {self.name!r}: training must be a Python bool, received a traced value {training!r}. "
-                f"Pass it as a static argument under jax.jit."
-            )
+        training = check_training(training, f"Dropout {self.name!r}")
         if not training or self.rate == 0:
             return inputs
         inputs = jnp.asarray(inputs)

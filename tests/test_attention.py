@@ -308,3 +308,12 @@ def test_compute_output_signature_uses_compute_output_shape_without_tracing(poli
     expected_dtype = layer.dtype_policy.output_dtype or layer.compute_dtype
     assert signature == jax.ShapeDtypeStruct((2, 3, 8), jnp.dtype(expected_dtype))
     assert not layer.built
+
+
+def test_training_that_is_not_a_bool_is_refused():
+    layer = MultiHeadAttention(num_heads=2, key_dim=4, dropout=0.5, seed=0, name="mha")
+    query, value = inputs()
+    with pytest.raises(
+        TypeError, match=r"MultiHeadAttention 'mha': training must be a Python bool or None, received 'false'"
+    ):
+        layer(query, value, training="false")

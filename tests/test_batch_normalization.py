@@ -499,3 +499,30 @@ def test_docstring_examples_run(monkeypatch):
     monkeypatch.setattr(layers, "BatchNormalization", BatchNormalization, raising=False)
     result = doctest.testmod(_batch_normalization, extraglobs={"jnp": jnp, "np": np, "dp": dp}, verbose=False)
     assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.parametrize("training", ["false", 0, 1, jnp.array(False)])
+@pytest.mark.parametrize("trainable", [True, False])
+def test_training_that_is_not_a_bool_is_refused_and_changes_nothing(training, trainable):
+    layer = BatchNormalization(name="bn", trainable=trainable)
+    x = np.arange(8, dtype=np.float32).reshape(4, 2)
+    layer(x)
+    before = [np.asarray(w) for w in layer.get_weights()]
+    with pytest.raises(
+        TypeError, match=r"BatchNormalization 'bn': training must be a Python bool or None, received .* of type"
+    ):
+        layer(x, training=training)
+    for old, new in zip(before, layer.get_weights(), strict=True):
+        np.testing.assert_array_equal(old, new)
+
+
+def test_a_traced_training_flag_in_stateless_call_is_a_clear_type_error():
+    layer = BatchNormalization(name="bn")
+    x = np.arange(8, dtype=np.float32).reshape(4, 2)
+    layer(x)
+    call = jax.jit(lambda t, n, x, training: layer.stateless_call(t, n, x, training=training))
+    with pytest.raises(TypeError, match=r"BatchNormalization 'bn': training must be a Python bool, received a traced"):
+        call(_values(layer.trainable_variables), _values(layer.non_trainable_variables), x, True)
+    static = jax.jit(lambda t, n, x: layer.stateless_call(t, n, x, training=np.bool_(True)))
+    _, (mean, _) = static(_values(layer.trainable_variables), _values(layer.non_trainable_variables), x)
+    np.testing.assert_allclose(mean, 0.01 * x.astype(np.float64).mean(0), rtol=1e-6)

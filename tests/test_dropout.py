@@ -349,3 +349,25 @@ def test_traced_training_flag_is_refused():
     call = jax.jit(lambda ntv, x, training: layer.stateless_call([], ntv, x, training=training))
     with pytest.raises(TypeError, match=r"training must be a Python bool, received a traced value"):
         call(_values(layer.non_trainable_variables), jnp.ones(3), True)
+
+
+@pytest.mark.parametrize("training", ["false", "True", 0, 1, 1.0, jnp.array(True), np.array([True])])
+def test_training_that_is_not_a_bool_is_refused_and_changes_nothing(training):
+    layer = Dropout(0.5, seed=0, name="drop")
+    before = np.asarray(layer.seed_generator_state.value)
+    with pytest.raises(TypeError, match=r"Dropout 'drop': training must be a Python bool or None, received .* of type"):
+        layer(jnp.ones(4), training=training)
+    np.testing.assert_array_equal(layer.seed_generator_state.value, before)
+
+
+def test_numpy_bools_are_bools():
+    x = jnp.ones(64)
+    dropped = Dropout(0.5, seed=0)(x, training=np.bool_(True))
+    np.testing.assert_array_equal(dropped, Dropout(0.5, seed=0)(x, training=True))
+    assert not np.array_equal(dropped, x)
+    np.testing.assert_array_equal(Dropout(0.5, seed=0)(x, training=np.bool_(False)), x)
+
+
+def test_a_bad_training_value_is_refused_even_with_rate_zero():
+    with pytest.raises(TypeError, match=r"training must be a Python bool or None, received 'false'"):
+        Dropout(0.0)(jnp.ones(4), training="false")
