@@ -15,13 +15,27 @@ __all__ = ["Activation"]
 
 
 def floating_inputs(layer: Layer, inputs: Any) -> jax.Array:
-    """`inputs` as an array; integer and bool inputs become the layer's compute dtype.
+    """`inputs` as an array; integer, bool and Python-number inputs become the layer's compute dtype.
 
     Autocast only casts floating inputs, so integers would otherwise reach a float function
     and come back float32, wider than a 16-bit policy allows.
+
+    Raises:
+      TypeError: `inputs` is None or anything else that is not a numeric or bool array.
     """
-    inputs = jnp.asarray(inputs)
-    if jnp.issubdtype(inputs.dtype, jnp.floating):
+    try:
+        array = None if inputs is None else jnp.asarray(inputs)
+    except (TypeError, ValueError):
+        array = None
+    if array is None or not (jnp.issubdtype(array.dtype, jnp.number) or jnp.issubdtype(array.dtype, jnp.bool_)):
+        raise TypeError(
+            f"{type(layer).__name__} {layer.name!r} expects an array (or a number) as input, received {inputs!r} of "
+            f"type {type(inputs).__name__}."
+        )
+    # A Python number has no dtype of its own: like an integer, it takes the compute dtype.
+    untyped = not hasattr(inputs, "dtype")
+    inputs = array
+    if jnp.issubdtype(inputs.dtype, jnp.floating) and not untyped:
         return inputs
     compute = layer.compute_dtype
     return inputs.astype(compute if jnp.issubdtype(compute, jnp.floating) else jnp.float32)

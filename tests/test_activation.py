@@ -167,3 +167,19 @@ def test_missing_activation_and_unknown_keyword():
         Activation()
     with pytest.raises(TypeError, match=r"Unrecognized keyword arguments passed to Activation: \{'axis': 1\}"):
         Activation("relu", axis=1)
+
+
+@pytest.mark.parametrize("activation", ["relu", None, "softmax", lambda x: x])
+@pytest.mark.parametrize(("inputs", "shown"), [(None, "None of type NoneType"), ({}, r"\{\} of type dict")])
+def test_an_input_that_is_not_an_array_is_a_clear_type_error(activation, inputs, shown):
+    layer = Activation(activation, name="act")
+    with pytest.raises(
+        TypeError, match=r"Activation 'act' expects an array \(or a number\) as input, received " + shown
+    ):
+        layer(inputs)
+
+
+def test_python_numbers_and_lists_of_numbers_are_arrays():
+    layer = Activation("relu", dtype="mixed_bfloat16")
+    assert layer(-2.0).dtype == jnp.bfloat16 and float(layer(3.0)) == 3.0
+    np.testing.assert_array_equal(np.asarray(layer(jnp.asarray([-1.0, 2.0])), np.float32), [0.0, 2.0])
