@@ -15,7 +15,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import functools
+import reprlib
 from typing import Any
 
 import jax
@@ -47,11 +47,40 @@ def _multiply_floats(tree: Any, factor: jnp.ndarray) -> Any:
     return jax.tree.map(multiply, tree)
 
 
+def _describe(value: Any) -> str:
+    if isinstance(value, (np.ndarray, np.generic, jax.Array)):
+        return f"an array of shape {tuple(value.shape)} and dtype {value.dtype}"
+    return f"{reprlib.repr(value)} of type {type(value).__name__}"
+
+
+def _is_real(value: Any) -> bool:
+    """A Python, NumPy or JAX number or array of an integer or floating dtype (not bool, not complex)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number, np.ndarray, jax.Array)):
+        return False
+    dtype = jnp.result_type(value)
+    return bool(jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating))
+
+
+def _real_number(value: Any, what: str) -> float:
+    """A concrete real scalar (Python, NumPy or 0-d JAX) as a Python float."""
+    if not _is_real(value):
+        raise TypeError(
+            f"{what} must be a real number (a Python, NumPy or 0-d JAX scalar), received {_describe(value)}."
+        )
+    if np.shape(value) != ():
+        raise TypeError(f"{what} must be a real number or a 0-d array, received {_describe(value)}.")
+    try:
+        return float(value)
+    except jax.errors.ConcretizationTypeError:
+        raise TypeError(
+            f"{what} must be a concrete number, received a traced value ({_describe(value)}): hyperparameters are "
+            f"checked and kept static, so build the loss scale outside jax.jit (or pass traced state as loss_scale=)."
+        ) from None
+
+
 def _scale_number(value: Any, what: str) -> float:
     """A positive number that float32 holds as a normal, finite value."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{what} must be a Python number, received {value!r} of type {type(value).__name__}.")
-    value = float(value)
+    value = _real_number(value, what)
     if not _FLOAT32.tiny <= value <= _FLOAT32.max:
         raise ValueError(
             f"{what} must be a positive number that float32 represents (between {_FLOAT32.tiny:.3g} and "
@@ -61,14 +90,62 @@ def _scale_number(value: Any, what: str) -> float:
 
 
 def _as_state(value: Any, dtype: Any, what: str) -> Any:
-    # Python and NumPy values become arrays. Tracers and JAX's own placeholder objects pass
-    # through untouched, because unflattening inside transformations rebuilds the object with
-    # them; only values no transformation produces (text, containers, None) are refused.
-    if isinstance(value, (str, bytes, list, tuple, dict)) or value is None:
-        raise TypeError(f"{what} must be a number or an array, received {value!r} of type {type(value).__name__}.")
-    if isinstance(value, (int, float, np.ndarray, np.generic)):
-        return jnp.asarray(value, dtype)
-    return value
+    """State given to a constructor: a real number or array (traced ones included), in `dtype`."""
+    if not _is_real(value):
+        raise TypeError(f"{what} must be a real number or array, received {_describe(value)}.")
+    return jnp.asarray(value, dtype)
+
+
+def _finite_flag(value: Any, caller: str) -> Any:
+    """`adjust`'s argument: a bool scalar, never a tree whose truthiness would be tested."""
+    if isinstance(value, (bool, np.bool_)):
+        return value
+    if isinstance(value, (np.ndarray, jax.Array)) and value.dtype == np.bool_ and value.shape == ():
+        return value
+    raise TypeError(
+        f"{caller}.adjust expects grads_finite as a bool scalar (a Python bool or a 0-d bool array, traced or not), "
+        f"received {_describe(value)}. To check a gradient tree, pass loss_scale.all_finite(grads)."
+    )
+
+
+def _is_integer_scalar(value: Any) -> bool:
+    if isinstance(value, jax.core.Tracer):
+        return False  # growth_interval is static: it must be concrete
+    return _is_real(value) and np.shape(value) == () and bool(jnp.issubdtype(jnp.result_type(value), jnp.integer))
+
+
+def _new(cls: type, **fields: Any) -> Any:
+    """An instance with these fields, without running (and validating in) `__init__`."""
+    instance = object.__new__(cls)
+    for name, value in fields.items():
+        object.__setattr__(instance, name, value)
+    return instance
+
+
+def _register(data_fields: tuple[str, ...], meta_fields: tuple[str, ...]):
+    """Registers a loss scale class as a pytree whose unflatten skips `__init__`.
+
+    Tree utilities rebuild the object with whatever leaves they produce (None, shapes, tracers,
+    JAX's placeholder objects), so validation belongs to construction by the user only.
+    """
+
+    def register(cls: type) -> type:
+        def flatten_with_keys(obj: Any) -> tuple[list, tuple]:
+            children = [(jax.tree_util.GetAttrKey(name), getattr(obj, name)) for name in data_fields]
+            return children, tuple(getattr(obj, name) for name in meta_fields)
+
+        def flatten(obj: Any) -> tuple[list, tuple]:
+            return [getattr(obj, name) for name in data_fields], tuple(getattr(obj, name) for name in meta_fields)
+
+        def unflatten(meta: tuple, children: Any) -> Any:
+            return _new(
+                cls, **dict(zip(meta_fields, meta, strict=True)), **dict(zip(data_fields, children, strict=True))
+            )
+
+        jax.tree_util.register_pytree_with_keys(cls, flatten_with_keys, unflatten, flatten)
+        return cls
+
+    return register
 
 
 def all_finite(tree: Any) -> jnp.ndarray:
@@ -84,7 +161,7 @@ def all_finite(tree: Any) -> jnp.ndarray:
     return jnp.all(jnp.stack(checks))
 
 
-@functools.partial(jax.tree_util.register_dataclass, data_fields=[], meta_fields=[])
+@_register((), ())
 @dataclasses.dataclass(frozen=True)
 class NoOpLossScale:
     """No loss scaling: `scale` and `unscale` return their input.
@@ -108,7 +185,8 @@ class NoOpLossScale:
         return tree
 
     def adjust(self, grads_finite: Any) -> NoOpLossScale:
-        """Returns self."""
+        """Returns self, after checking that `grads_finite` is a bool scalar."""
+        _finite_flag(grads_finite, type(self).__name__)
         return self
 
 
@@ -124,7 +202,7 @@ class _Scaling:
         return _multiply_floats(tree, 1.0 / self.loss_scale)
 
 
-@functools.partial(jax.tree_util.register_dataclass, data_fields=["loss_scale"], meta_fields=[])
+@_register(("loss_scale",), ())
 @dataclasses.dataclass(frozen=True, init=False, eq=False)
 class StaticLossScale(_Scaling):
     """A fixed loss scale.
@@ -137,20 +215,20 @@ class StaticLossScale(_Scaling):
     loss_scale: Any
 
     def __init__(self, loss_scale: Any) -> None:
-        if isinstance(loss_scale, (int, float, np.generic)):
-            loss_scale = _scale_number(loss_scale, "StaticLossScale loss_scale")
-        object.__setattr__(self, "loss_scale", _as_state(loss_scale, jnp.float32, "StaticLossScale loss_scale"))
+        what = "StaticLossScale loss_scale"
+        if isinstance(loss_scale, jax.core.Tracer):  # built inside a jitted function: checked for kind only
+            value = _as_state(loss_scale, jnp.float32, what)
+        else:
+            value = jnp.asarray(_scale_number(loss_scale, what), jnp.float32)
+        object.__setattr__(self, "loss_scale", value)
 
     def adjust(self, grads_finite: Any) -> StaticLossScale:
-        """Returns self: a static scale never changes."""
+        """Returns self (a static scale never changes), after checking that `grads_finite` is a bool scalar."""
+        _finite_flag(grads_finite, type(self).__name__)
         return self
 
 
-@functools.partial(
-    jax.tree_util.register_dataclass,
-    data_fields=["loss_scale", "counter"],
-    meta_fields=["growth_interval", "factor", "min_scale", "max_scale"],
-)
+@_register(("loss_scale", "counter"), ("growth_interval", "factor", "min_scale", "max_scale"))
 @dataclasses.dataclass(frozen=True, init=False, eq=False)
 class DynamicLossScale(_Scaling):
     """A loss scale that grows while gradients stay finite and shrinks when they do not.
@@ -194,7 +272,9 @@ class DynamicLossScale(_Scaling):
         loss_scale: Any = _UNSET,
         counter: Any = _UNSET,
     ) -> None:
-        if isinstance(growth_interval, bool) or not isinstance(growth_interval, (int, np.integer)):
+        if _is_integer_scalar(growth_interval):
+            growth_interval = int(growth_interval)
+        else:
             raise TypeError(f"growth_interval must be an int, received {growth_interval!r}.")
         if growth_interval < 1:
             raise ValueError(f"growth_interval must be at least 1, received {growth_interval}.")
@@ -224,9 +304,13 @@ class DynamicLossScale(_Scaling):
     def adjust(self, grads_finite: Any) -> DynamicLossScale:
         """Returns the loss scale for the next step, given whether this step's grads were finite.
 
+        Args:
+          grads_finite: a bool scalar, normally `all_finite(grads)`: a Python bool or a 0-d bool
+            array, concrete or traced. Anything else (a gradient tree, an int) is a `TypeError`.
+
         Works on concrete values and under `jax.jit`/`jax.vmap` alike.
         """
-        finite = jnp.asarray(grads_finite, dtype=bool)
+        finite = jnp.asarray(_finite_flag(grads_finite, type(self).__name__))
         counter = self.counter + 1
         grow = finite & (counter >= self.growth_interval)
         grown = jnp.minimum(self.loss_scale * self.factor, self.max_scale)
@@ -235,4 +319,5 @@ class DynamicLossScale(_Scaling):
         shrunk = jnp.maximum(self.loss_scale / jnp.where(finite, 1.0, self.factor), self.min_scale)
         loss_scale = jnp.where(finite, jnp.where(grow, grown, self.loss_scale), shrunk)
         counter = jnp.where(finite & ~grow, counter, 0)
-        return dataclasses.replace(self, loss_scale=loss_scale.astype(jnp.float32), counter=counter.astype(jnp.int32))
+        statics = {name: getattr(self, name) for name in ("growth_interval", "factor", "min_scale", "max_scale")}
+        return _new(type(self), loss_scale=loss_scale.astype(jnp.float32), counter=counter.astype(jnp.int32), **statics)

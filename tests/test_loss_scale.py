@@ -472,17 +472,17 @@ BAD_DYNAMIC = [
     ({"factor": 0.5}, ValueError, "factor must be >= 1, received 0.5"),
     ({"factor": 0}, ValueError, "factor must be a positive.*received 0"),
     ({"factor": float("inf")}, ValueError, "factor must be a positive number that float32 represents .*received inf"),
-    ({"factor": "2"}, TypeError, "factor must be a Python number, received '2'"),
+    ({"factor": "2"}, TypeError, "factor must be a real number .*received '2'"),
     ({"min_scale": 0}, ValueError, "min_scale must be a positive.*received 0"),
     ({"min_scale": -1.0}, ValueError, "min_scale must be a positive.*received -1.0"),
-    ({"min_scale": None}, TypeError, "min_scale must be a Python number, received None"),
+    ({"min_scale": None}, TypeError, "min_scale must be a real number .*received None"),
     ({"max_scale": 0.5}, ValueError, r"max_scale \(0.5\) must be >= min_scale \(1.0\)"),
     ({"initial_scale": 3.0, "min_scale": 4.0, "max_scale": 2.0}, ValueError, r"max_scale \(2.0\)"),
     ({"initial_scale": 0.5}, ValueError, r"initial_scale must lie in \[min_scale, max_scale\].*received 0.5"),
     ({"initial_scale": 2.0**25}, ValueError, "initial_scale must lie in .*received 33554432.0"),
     ({"initial_scale": 0.125, "min_scale": 0.25}, ValueError, "received 0.125"),
-    ({"initial_scale": "1024"}, TypeError, "initial_scale must be a Python number, received '1024'"),
-    ({"initial_scale": [1.0]}, TypeError, r"initial_scale must be a Python number, received \[1.0\]"),
+    ({"initial_scale": "1024"}, TypeError, "initial_scale must be a real number .*received '1024'"),
+    ({"initial_scale": [1.0]}, TypeError, r"initial_scale must be a real number .*received \[1.0\]"),
 ]
 
 
@@ -574,6 +574,142 @@ def test_complex_leaves_are_checked_and_scaled():
     assert scaled.dtype == jnp.complex64 and scaled.tolist() == [4 + 8j]
 
 
-def test_mapping_a_loss_scale_to_none_is_refused_rather_than_reset():
-    with pytest.raises(TypeError, match="loss_scale must be a number or an array, received None"):
-        jax.tree.map(lambda _: None, DynamicLossScale(initial_scale=8.0))
+# --- regressions (issue 7): adjust takes a bool scalar only ------------------------------------
+
+ALL_LOSS_SCALES = [
+    pytest.param(lambda: DynamicLossScale(initial_scale=8.0), id="dynamic"),
+    pytest.param(lambda: StaticLossScale(8.0), id="static"),
+    pytest.param(NoOpLossScale, id="no-op"),
+]
+
+NOT_A_FLAG = [  # (value, fragment of the error naming it)
+    pytest.param({"g": jnp.array([jnp.inf])}, "dict", id="gradient-tree-with-inf"),
+    pytest.param([jnp.ones(2)], "list", id="gradient-list"),
+    pytest.param(jnp.array([True]), r"shape \(1,\) and dtype bool", id="bool-vector"),
+    pytest.param(jnp.array(1), r"shape \(\) and dtype int32", id="int-array"),
+    pytest.param(jnp.array(1.0), "dtype float32", id="float-array"),
+    pytest.param(1, "int", id="python-int"),  # under jit: an int32 tracer
+    pytest.param(None, "None", id="none"),
+    pytest.param("True", "'True' of type str", id="string"),
+]
+
+
+@pytest.mark.parametrize("transform", TRANSFORMS)
+@pytest.mark.parametrize("factory", ALL_LOSS_SCALES)
+@pytest.mark.parametrize(("value", "fragment"), NOT_A_FLAG)
+def test_adjust_refuses_anything_but_a_bool_scalar(transform, factory, value, fragment):
+    # Before: DynamicLossScale read a gradient tree's truthiness, so an inf gradient counted as finite.
+    loss_scale = factory()
+    if isinstance(value, str | type(None)) and transform is jax.jit:
+        pytest.skip("jit cannot take a string or None as an array argument")
+    with pytest.raises(TypeError, match=f"received .*{fragment}.*all_finite"):
+        transform(lambda s, v: s.adjust(v))(loss_scale, value)
+
+
+@pytest.mark.parametrize(
+    "flag",
+    [True, np.bool_(False), np.asarray(True), jnp.asarray(False)],
+    ids=["bool", "np.bool_", "np-0d", "jax-0d"],
+)
+@pytest.mark.parametrize("factory", ALL_LOSS_SCALES)
+def test_adjust_accepts_every_kind_of_bool_scalar(factory, flag):
+    loss_scale = factory()
+    expected = 8.0 if (bool(flag) or not isinstance(loss_scale, DynamicLossScale)) else 4.0
+    if isinstance(loss_scale, NoOpLossScale):
+        expected = 1.0
+    for adjust in (lambda s, f: s.adjust(f), jax.jit(lambda s, f: s.adjust(f))):
+        assert np.asarray(adjust(loss_scale, flag).loss_scale).item() == expected
+
+
+def test_an_inf_gradient_must_go_through_all_finite():
+    grads = {"g": jnp.array([1.0, jnp.inf])}
+    loss_scale = DynamicLossScale(initial_scale=8.0)
+    with pytest.raises(TypeError, match=r"pass loss_scale\.all_finite\(grads\)"):
+        loss_scale.adjust(grads)
+    assert np.asarray(loss_scale.adjust(all_finite(grads)).loss_scale).item() == 4.0
+
+
+# --- regressions (issue 7): JAX/NumPy real scalars as hyperparameters ---------------------------
+
+REAL_SCALARS = [
+    pytest.param(jnp.float16(8.0), id="jnp.float16"),
+    pytest.param(jnp.bfloat16(8.0), id="jnp.bfloat16"),
+    pytest.param(np.float32(8), id="np.float32"),
+    pytest.param(jnp.array(8.0), id="jax-0d"),
+    pytest.param(np.array(8.0), id="numpy-0d"),
+    pytest.param(jnp.array(8, jnp.int32), id="jax-0d-int"),
+]
+
+
+@pytest.mark.parametrize("value", REAL_SCALARS)
+def test_scales_accept_jax_and_numpy_real_scalars_stored_as_float32(value):
+    for loss_scale in (DynamicLossScale(initial_scale=value), StaticLossScale(value)):
+        assert loss_scale.loss_scale.dtype == jnp.float32 and loss_scale.loss_scale.shape == ()
+        assert np.asarray(loss_scale.loss_scale).item() == 8.0
+    loss_scale = DynamicLossScale(initial_scale=8.0, factor=value, min_scale=value, max_scale=value)
+    assert meta_of(loss_scale) == {"growth_interval": 2000, "factor": 8.0, "min_scale": 8.0, "max_scale": 8.0}
+    assert all(type(getattr(loss_scale, name)) is float for name in ("factor", "min_scale", "max_scale"))
+    assert type(DynamicLossScale(growth_interval=jnp.array(3)).growth_interval) is int
+
+
+BAD_SCALARS = [
+    (jnp.array([8.0]), TypeError, r"a 0-d array, received an array of shape \(1,\)"),
+    (jnp.array(True), TypeError, "dtype bool"),
+    (np.complex64(8), TypeError, "complex64"),
+    (jnp.array(0.0), ValueError, "received 0.0"),
+    (jnp.float16(jnp.inf), ValueError, "received inf"),
+]
+
+
+@pytest.mark.parametrize(("value", "error", "match"), BAD_SCALARS, ids=lambda v: repr(v))
+def test_scales_refuse_bad_array_scalars(value, error, match):
+    with pytest.raises(error, match=f"initial_scale must be .*{match}"):
+        DynamicLossScale(initial_scale=value)
+    with pytest.raises(error, match=f"StaticLossScale loss_scale must be .*{match}"):
+        StaticLossScale(value)
+
+
+def test_a_traced_hyperparameter_is_a_clear_error():
+    with pytest.raises(TypeError, match="initial_scale must be a concrete number"):
+        jax.jit(lambda x: DynamicLossScale(initial_scale=x))(jnp.float32(8.0))
+    # State may be traced: it is what a jitted step carries.
+    built = jax.jit(lambda x: StaticLossScale(x))(jnp.float32(8.0))
+    assert np.asarray(built.loss_scale).item() == 8.0
+
+
+# --- regressions (issue 7): every jax.tree utility (SPEC §7) -----------------------------------
+
+
+@pytest.mark.parametrize(
+    "factory",
+    [
+        pytest.param(lambda: DynamicLossScale(**CONFIG), id="dynamic"),
+        pytest.param(lambda: StaticLossScale(8.0), id="static"),
+    ],
+)
+def test_loss_scales_survive_every_tree_utility(factory):
+    loss_scale = factory()
+    leaf_names = ["loss_scale", "counter"] if isinstance(loss_scale, DynamicLossScale) else ["loss_scale"]
+    statics = {name: getattr(loss_scale, name) for name in META if hasattr(loss_scale, name)}
+
+    def check(tree, leaves):
+        assert type(tree) is type(loss_scale)
+        assert [getattr(tree, name) for name in leaf_names] == leaves
+        assert {name: getattr(tree, name) for name in statics} == statics
+
+    # Before: unflattening re-ran the constructor's validation and raised for None and ().
+    check(jax.tree.map(lambda _: None, loss_scale), [None] * len(leaf_names))
+    check(jax.tree.map(jnp.shape, loss_scale), [()] * len(leaf_names))
+    check(jax.tree.map(lambda x: x.dtype.name, loss_scale), ["float32", "int32"][: len(leaf_names)])
+    marker = object()
+    check(jax.tree.unflatten(jax.tree.structure(loss_scale), [marker] * len(leaf_names)), [marker] * len(leaf_names))
+    paths = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(loss_scale)[0]]
+    assert paths == [f".{name}" for name in leaf_names]
+    # Masks (optax-style) and abstract evaluation go through the same unflatten.
+    mask = jax.tree.map(lambda _: True, loss_scale)
+    assert jax.tree.leaves(mask) == [True] * len(leaf_names)
+    shapes = jax.eval_shape(lambda s: s, loss_scale)
+    assert [getattr(shapes, name).shape for name in leaf_names] == [()] * len(leaf_names)
+    stacked = jax.vmap(lambda x: jax.tree.map(lambda leaf: leaf + x.astype(leaf.dtype), loss_scale))(jnp.arange(3))
+    assert stacked.loss_scale.shape == (3,)
+    assert {name: getattr(stacked, name) for name in statics} == statics
