@@ -1,5 +1,8 @@
 """Initializers that fill with a fixed value, in any dtype: `Zeros`, `Ones` and `Constant`.
 
+The fill happens on the host with NumPy and moves to the device with `jax.device_put`: `jnp.zeros`
+and friends compile a kernel per shape, which made building a model slow.
+
 Example:
   >>> Constant([1, 2])((2, 2), "int32")
   Array([[1, 2],
@@ -19,6 +22,10 @@ from layers._initializer_base import Initializer, check_dtype, check_finite_real
 __all__ = ["Constant", "Ones", "Zeros"]
 
 
+def _filled(shape: tuple[int, ...], dtype: str, value: int) -> jax.Array:
+    return jax.device_put(np.full(shape, value, jnp.dtype(dtype)))
+
+
 class Zeros(Initializer):
     """Fills with 0 in any dtype.
 
@@ -29,7 +36,7 @@ class Zeros(Initializer):
 
     def __call__(self, shape: tuple[int, ...], dtype: Any = None) -> jax.Array:
         """Returns zeros of `shape` in `dtype` (None means float32)."""
-        return jnp.zeros(check_shape(shape), check_dtype(dtype, "Zeros", floating=False))
+        return _filled(check_shape(shape), check_dtype(dtype, "Zeros", floating=False), 0)
 
 
 class Ones(Initializer):
@@ -42,7 +49,7 @@ class Ones(Initializer):
 
     def __call__(self, shape: tuple[int, ...], dtype: Any = None) -> jax.Array:
         """Returns ones of `shape` in `dtype` (None means float32)."""
-        return jnp.ones(check_shape(shape), check_dtype(dtype, "Ones", floating=False))
+        return _filled(check_shape(shape), check_dtype(dtype, "Ones", floating=False), 1)
 
 
 class Constant(Initializer):
@@ -82,7 +89,7 @@ class Constant(Initializer):
             raise ValueError(
                 f"Constant value of shape {value.shape} cannot be broadcast to the requested shape {shape}."
             ) from None
-        return jnp.broadcast_to(jnp.asarray(value, dtype), shape)
+        return jax.device_put(np.broadcast_to(value.astype(jnp.dtype(dtype)), shape).copy())
 
     def get_config(self) -> dict[str, Any]:
         """Returns the constructor arguments as a JSON-ready dict."""

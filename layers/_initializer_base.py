@@ -1,13 +1,13 @@
 """The initializer contract: the `Initializer` base, the seeded random base and the argument checks.
 
 An initializer is a callable `(shape, dtype=None) -> jax.Array` whose config is its constructor
-arguments. `RandomInitializer` turns a seed into a key per call, draws in float32 and casts once
-to the requested floating dtype; subclasses only implement `_sample`.
+arguments. `RandomInitializer` turns a seed into a NumPy generator per call, draws in float32 and
+casts once to the requested floating dtype; subclasses only implement `_sample`.
 
 Example:
   >>> class Halves(RandomInitializer):
-  ...     def _sample(self, key, shape):
-  ...         return jnp.full(shape, 0.5)
+  ...     def _sample(self, rng, shape):
+  ...         return np.full(shape, 0.5, np.float32)
   >>> Halves(seed=0)((2,), "bfloat16")
   Array([0.5, 0.5], dtype=bfloat16)
 """
@@ -18,6 +18,7 @@ import math
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from dtypepolicy._dtypes import check_representable, is_float, standardize_dtype
@@ -91,7 +92,10 @@ class Initializer(Configurable):
 
 
 class RandomInitializer(Initializer):
-    """Holds the seed and turns it into a key for each call; subclasses implement `_sample`.
+    """Holds the seed and turns it into a NumPy generator for each call; subclasses implement `_sample`.
+
+    The draw happens on the host (see `layers._random`): no kernel is compiled per shape, and the
+    values are the same eagerly and under `jax.jit`.
 
     Args:
       seed: an int for the same values on every call, or None for a fresh draw each call.
@@ -100,17 +104,22 @@ class RandomInitializer(Initializer):
     def __init__(self, seed: int | None = None) -> None:
         self.seed = _random.check_seed(seed, f"{type(self).__name__}(seed)")
 
-    def _key(self) -> jax.Array:
-        return _random.GLOBAL_SEEDS.next_key() if self.seed is None else jax.random.key(self.seed)
+    def _rng(self) -> np.random.Generator:
+        return _random.GLOBAL_SEEDS.next_rng() if self.seed is None else _random.seeded_rng(self.seed)
 
     def __call__(self, shape: tuple[int, ...], dtype: Any = None) -> jax.Array:
         """Returns a float32 draw of `shape` cast to the floating `dtype` (None means float32)."""
         shape = check_shape(shape)
         dtype = check_dtype(dtype, type(self).__name__, floating=True)
-        return self._sample(self._key(), shape).astype(dtype)
+        values = self._sample(self._rng(), shape)
+        if isinstance(values, (np.ndarray, np.generic)):
+            # Rounded on the host (round to nearest even, as XLA's convert) and moved with
+            # device_put, which unlike jnp.asarray compiles no copy kernel per shape.
+            return jax.device_put(np.asarray(values, np.float32).astype(jnp.dtype(dtype)))
+        return jnp.asarray(values).astype(dtype)
 
-    def _sample(self, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-        """Draws float32 values; the caller casts them."""
+    def _sample(self, rng: np.random.Generator, shape: tuple[int, ...]) -> Any:
+        """Draws float32 values (a NumPy array, or a JAX one) with `rng`; the caller casts them."""
         raise NotImplementedError
 
     def get_config(self) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import numpy as np
 
 from layers import _random
 from layers._initializer_base import RandomInitializer, check_finite_real
@@ -39,8 +40,8 @@ class RandomNormal(RandomInitializer):
         if self.stddev < 0:
             raise ValueError(f"RandomNormal(stddev) must be >= 0, received {stddev!r}.")
 
-    def _sample(self, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-        return _random.normal(key, self.mean, self.stddev, shape=shape)
+    def _sample(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+        return _random.normal(rng, self.mean, self.stddev, shape=shape)
 
     def get_config(self) -> dict[str, Any]:
         """Returns the constructor arguments as a JSON-ready dict."""
@@ -70,8 +71,8 @@ class TruncatedNormal(RandomInitializer):
         if self.stddev < 0:
             raise ValueError(f"TruncatedNormal(stddev) must be >= 0, received {stddev!r}.")
 
-    def _sample(self, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-        return _random.truncated_normal(key, self.mean, self.stddev, shape=shape)
+    def _sample(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+        return _random.truncated_normal(rng, self.mean, self.stddev, shape=shape)
 
     def get_config(self) -> dict[str, Any]:
         """Returns the constructor arguments as a JSON-ready dict."""
@@ -99,8 +100,8 @@ class RandomUniform(RandomInitializer):
         if self.minval > self.maxval:
             raise ValueError(f"RandomUniform needs minval <= maxval, received minval={minval!r}, maxval={maxval!r}.")
 
-    def _sample(self, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-        return _random.uniform(key, self.minval, self.maxval, shape=shape)
+    def _sample(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+        return _random.uniform(rng, self.minval, self.maxval, shape=shape)
 
     def get_config(self) -> dict[str, Any]:
         """Returns the constructor arguments as a JSON-ready dict."""
@@ -133,8 +134,8 @@ class Orthogonal(RandomInitializer):
             raise ValueError(f"Orthogonal needs a shape with at least 2 dims, received {tuple(shape)!r}.")
         return super().__call__(shape, dtype)
 
-    def _sample(self, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-        return _random.orthogonal(key, self.gain, shape=shape)
+    def _sample(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+        return _random.orthogonal(rng, self.gain, shape=shape)
 
     def get_config(self) -> dict[str, Any]:
         """Returns the constructor arguments as a JSON-ready dict."""

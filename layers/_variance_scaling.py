@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import jax
+import numpy as np
 
 from layers import _random
 from layers._initializer_base import RandomInitializer, check_finite_real
@@ -85,17 +85,17 @@ class VarianceScaling(RandomInitializer):
         self.mode = mode
         self.distribution = distribution
 
-    def _sample(self, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    def _sample(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
         fan_in, fan_out = compute_fans(shape)
         fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[self.mode]
         # A zero-sized dim gives an empty array; max() only keeps the arithmetic finite.
         variance = self.scale / max(1.0, fan)
         if self.distribution in ("truncated_normal", "normal"):
-            return _random.truncated_normal(key, 0.0, math.sqrt(variance) / _random.TRUNCATED_STDDEV, shape=shape)
+            return _random.truncated_normal(rng, 0.0, math.sqrt(variance) / _random.TRUNCATED_STDDEV, shape=shape)
         if self.distribution == "untruncated_normal":
-            return _random.normal(key, 0.0, math.sqrt(variance), shape=shape)
+            return _random.normal(rng, 0.0, math.sqrt(variance), shape=shape)
         limit = math.sqrt(3.0 * variance)
-        return _random.uniform(key, -limit, limit, shape=shape)
+        return _random.uniform(rng, -limit, limit, shape=shape)
 
     def get_config(self) -> dict[str, Any]:
         """Returns the constructor arguments as a JSON-ready dict."""

@@ -4,11 +4,15 @@ Random initializers draw in float32 and cast once to the requested dtype, so a b
 the rounded float32 draw, never a draw made with 8 bits of mantissa.
 
 Seeds: an initializer built with an int `seed` is stateless and returns the same values on every
-call with the same shape. One built with `seed=None` takes a fresh key from a process-wide
-generator on every call, so two layers sharing it still get different weights;
-`set_random_seed` resets that generator to make a whole run reproducible. The generator's state
-is a Python counter, advanced when the initializer runs in Python: inside `jax.jit` that is at
-trace time, so a compiled function replays the values it drew then.
+call with the same shape, eagerly and under `jax.jit` alike. One built with `seed=None` takes a
+fresh stream from a process-wide generator on every call, so two layers sharing it still get
+different weights; `set_random_seed` resets that generator to make a whole run reproducible. The
+generator's state is a Python counter, advanced when the initializer runs in Python: inside
+`jax.jit` that is at trace time, so a compiled function replays the values it drew then.
+
+Draws are made on the host with NumPy (PCG64), not with `jax.random`: nothing is compiled per
+weight shape, which keeps building a model cheap. The values for a given seed therefore differ
+from `jax.random`'s and Keras's; the distributions are the same.
 
 Example:
   >>> from layers import initializers

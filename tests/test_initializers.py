@@ -1,5 +1,6 @@
 """Initializers: distributions against hand-derived formulas, seeds, dtypes, lookup and errors."""
 
+import contextlib
 import json
 import math
 import threading
@@ -273,6 +274,121 @@ def test_unseeded_initializer_inside_jit_draws_at_trace_time():
     # and no tracer leaks into the generator, so eager draws afterwards still differ.
     np.testing.assert_array_equal(compiled(), compiled())
     assert not np.array_equal(init(SHAPE), init(SHAPE))
+
+
+# --- distribution shapes and bounds -------------------------------------------------------------
+
+
+def _normal_cdf(z):
+    return 0.5 * (1 + np.vectorize(math.erf)(z / math.sqrt(2)))
+
+
+def _truncated_cdf(z):
+    low, high = _normal_cdf(np.float64(-2.0)), _normal_cdf(np.float64(2.0))
+    return np.clip((_normal_cdf(np.clip(z, -2.0, 2.0)) - low) / (high - low), 0.0, 1.0)
+
+
+# (id, initializer, the CDF of the distribution it must draw from), written out by hand.
+CDFS = [
+    ("random_normal", inits.RandomNormal(mean=0.1, stddev=0.5, seed=21), lambda v: _normal_cdf((v - 0.1) / 0.5)),
+    (
+        "truncated_normal",
+        inits.TruncatedNormal(mean=0.2, stddev=0.5, seed=22),
+        lambda v: _truncated_cdf((v - 0.2) / 0.5),
+    ),
+    ("random_uniform", inits.RandomUniform(-0.3, 0.5, seed=23), lambda v: np.clip((v + 0.3) / 0.8, 0, 1)),
+    # Glorot normal: truncated at 2 of its own stddev, which is sqrt(1/250) / 0.8796...
+    (
+        "glorot_normal",
+        inits.GlorotNormal(seed=24),
+        lambda v: _truncated_cdf(v / (math.sqrt(1 / 250) / 0.87962566103423978)),
+    ),
+    ("he_uniform", inits.HeUniform(seed=25), lambda v: np.clip((v / math.sqrt(6 / 300) + 1) / 2, 0, 1)),
+    (
+        "untruncated_fan_out",
+        inits.VarianceScaling(3.0, "fan_out", "untruncated_normal", seed=26),
+        lambda v: _normal_cdf(v / math.sqrt(3 / 200)),
+    ),
+]
+
+
+@pytest.mark.parametrize(("init", "cdf"), [case[1:] for case in CDFS], ids=[c[0] for c in CDFS])
+def test_empirical_distribution_matches_the_cdf(init, cdf):
+    # Kolmogorov-Smirnov distance against the exact CDF. By the Dvoretzky-Kiefer-Wolfowitz
+    # inequality a correct sampler exceeds sqrt(ln(2/a) / 2n) with probability below a = 1e-6;
+    # with n = 60000 that is 0.011, so a stddev off by 3% or a wrong shape fails.
+    values = np.sort(_f64(init(SHAPE)).ravel())
+    n = values.size
+    expected = cdf(values)
+    upper = np.arange(1, n + 1) / n
+    distance = max(np.max(upper - expected), np.max(expected - (upper - 1 / n)))
+    assert distance < math.sqrt(math.log(2 / 1e-6) / (2 * n))
+
+
+def test_uniform_stays_below_maxval_where_float32_rounding_would_reach_it():
+    # [1, 1 + 2**-23) holds a single float32, 1.0; a draw computed as 1 + u * 2**-23 in float32
+    # rounds to maxval for every u above one half.
+    maxval = 1.0 + 2.0**-23
+    values = _f64(inits.RandomUniform(1.0, maxval, seed=0)((1000,)))
+    assert values.min() >= 1.0
+    assert values.max() < maxval
+
+
+def test_uniform_bounds_on_a_large_draw():
+    values = np.asarray(inits.RandomUniform(-1.0, 1.0, seed=1)((1_000_000,)))
+    assert values.min() >= -1.0
+    assert values.max() < 1.0
+    # Both ends are reached to within a few multiples of the expected gap 2/n.
+    assert values.min() < -1.0 + 2e-5
+    assert values.max() > 1.0 - 2e-5
+
+
+# --- cost: drawing compiles nothing ---------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _compilations():
+    compiled = []
+
+    def listener(event, seconds, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiled.append(seconds)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield compiled
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
+NO_SEED = {
+    "zeros": inits.Zeros,
+    "ones": inits.Ones,
+    "constant": lambda: inits.Constant(0.5),
+    "glorot_uniform_unseeded": inits.GlorotUniform,
+    "random_normal_unseeded": inits.RandomNormal,
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("name", [*SEEDED, *NO_SEED])
+def test_a_new_shape_compiles_nothing(name, dtype):
+    # Building a model used to compile the bit generator once per distinct weight shape (most of
+    # a TransformerBlock's build time). A shape that no other test draws must not compile.
+    index = [*SEEDED, *NO_SEED].index(name)
+    shape = (101 + index, 3 + DTYPES.index(dtype))
+    init = SEEDED[name](seed=0) if name in SEEDED else NO_SEED[name]()
+    with _compilations() as compiled:
+        values = init(shape, dtype)
+    assert values.shape == shape
+    assert values.dtype == jnp.dtype(dtype)
+    assert compiled == []
+
+
+@pytest.mark.parametrize("name", list(SEEDED))
+def test_seeded_draw_is_the_same_under_jit_and_eagerly(name):
+    init, shape = SEEDED[name](seed=13), _sweep_shape(name)
+    np.testing.assert_array_equal(np.asarray(jax.jit(lambda: init(shape, "bfloat16"))()), init(shape, "bfloat16"))
 
 
 # --- lookup and serialization -----------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The process-wide seed generator and the jitted samplers behind the random initializers."""
+"""The process-wide seed generator and the host (NumPy) samplers behind the random initializers."""
 
 import threading
 
@@ -87,27 +87,52 @@ SHAPE = (64, 32)
 @pytest.mark.parametrize(
     "sample",
     [
-        lambda key: _random.normal(key, 0.0, 1.0, shape=SHAPE),
-        lambda key: _random.truncated_normal(key, 0.0, 1.0, shape=SHAPE),
-        lambda key: _random.uniform(key, -1.0, 1.0, shape=SHAPE),
-        lambda key: _random.orthogonal(key, 1.0, shape=SHAPE),
+        lambda rng: _random.normal(rng, 0.0, 1.0, shape=SHAPE),
+        lambda rng: _random.truncated_normal(rng, 0.0, 1.0, shape=SHAPE),
+        lambda rng: _random.uniform(rng, -1.0, 1.0, shape=SHAPE),
+        lambda rng: _random.orthogonal(rng, 1.0, shape=SHAPE),
     ],
     ids=["normal", "truncated_normal", "uniform", "orthogonal"],
 )
 def test_samplers_draw_float32_of_the_shape_reproducibly(sample):
-    values = sample(jax.random.key(0))
+    values = sample(_random.seeded_rng(0))
     assert values.shape == SHAPE
     assert values.dtype == np.float32
-    np.testing.assert_array_equal(values, sample(jax.random.key(0)))
-    assert not np.array_equal(values, sample(jax.random.key(1)))
+    np.testing.assert_array_equal(values, sample(_random.seeded_rng(0)))
+    assert not np.array_equal(values, sample(_random.seeded_rng(1)))
 
 
 def test_truncated_normal_stays_within_two_stddev_and_the_constant_restores_the_variance():
-    values = np.asarray(_random.truncated_normal(jax.random.key(0), 1.0, 0.5, shape=(100_000,)))
+    values = np.asarray(_random.truncated_normal(_random.seeded_rng(0), 1.0, 0.5, shape=(100_000,)))
     assert np.all(np.abs(values - 1.0) <= 1.0)
     assert np.std(values) / 0.5 == pytest.approx(_random.TRUNCATED_STDDEV, rel=0.02)
 
 
 def test_orthogonal_wide_shape_has_orthonormal_rows():
-    q = np.asarray(_random.orthogonal(jax.random.key(0), 2.0, shape=(3, 5)), np.float64)
+    q = np.asarray(_random.orthogonal(_random.seeded_rng(0), 2.0, shape=(3, 5)), np.float64)
     np.testing.assert_allclose(q @ q.T, 4.0 * np.eye(3), atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(0, 4), (4, 0), (2, 0, 3)], ids=str)
+def test_orthogonal_of_an_empty_shape_is_empty(shape):
+    assert _random.orthogonal(_random.seeded_rng(0), 1.0, shape=shape).shape == shape
+
+
+def _first_draws(rng):
+    return rng.random(4).tolist()
+
+
+def test_generators_replay_after_reset_and_share_the_counter_with_keys():
+    generator = _random.SeedGenerator(5)
+    first = [_first_draws(generator.next_rng()) for _ in range(3)]
+    generator.reset(5)
+    generator.next_key()  # uses up draw 0
+    assert [_first_draws(generator.next_rng()) for _ in range(2)] == first[1:]
+
+
+def test_an_int_seed_and_the_process_generator_with_that_seed_draw_different_streams():
+    # The stream tag keeps them apart (SeedSequence([5]) and SeedSequence([5, 0]) would collide).
+    generator = _random.SeedGenerator(5)
+    streams = {tuple(_first_draws(_random.seeded_rng(5)))}
+    streams |= {tuple(_first_draws(generator.next_rng())) for _ in range(3)}
+    assert len(streams) == 4
