@@ -30,6 +30,7 @@ __all__ = ["E4M3_MAX", "E5M2_MAX", "compute_scale", "quantize_dequantize", "upda
 
 
 _MARGIN_RANGE = (-126, 127)  # powers of two that float32 represents as normal numbers
+_FLOAT32 = np.finfo(np.float32)
 _SIGNED_FLOAT8 = tuple(
     name
     for name in ("float8_e4m3fn", "float8_e5m2", "float8_e4m3", "float8_e3m4", "float8_e4m3fnuz", "float8_e5m2fnuz")
@@ -47,8 +48,8 @@ def _check_margin(margin: Any) -> int:
 
 def _check_dtype_max(dtype_max: Any) -> float:
     number = (int, float, np.integer, np.floating)
-    if isinstance(dtype_max, (bool, np.bool_)) or not isinstance(dtype_max, number) or not dtype_max > 0:
-        raise ValueError(f"dtype_max must be a positive number such as E4M3_MAX, received {dtype_max!r}.")
+    if isinstance(dtype_max, (bool, np.bool_)) or not isinstance(dtype_max, number) or not 0 < dtype_max < np.inf:
+        raise ValueError(f"dtype_max must be a positive number such as E4M3_MAX (finite), received {dtype_max!r}.")
     return float(dtype_max)
 
 
@@ -56,7 +57,8 @@ def compute_scale(amax: Any, scale: Any, dtype_max: float, margin: int = 0) -> j
     """Returns the new dequantization scale `amax * 2**margin / dtype_max`.
 
     When `amax` is 0, inf or NaN the old `scale` is returned unchanged, so one bad step
-    cannot poison the scale.
+    cannot poison the scale. A new scale is clamped into the float32 normal range
+    `[2**-126, 3.4e38]`, so an extreme `margin` or amax never gives inf or 0.
 
     Args:
       amax: the largest magnitude to represent, usually `max(amax_history)`.
@@ -77,7 +79,12 @@ def compute_scale(amax: Any, scale: Any, dtype_max: float, margin: int = 0) -> j
     # for bit. The select between the two divisions keeps XLA from folding them into
     # amax * (1 / dtype_max), which rounds differently under jax.jit.
     inverse = jnp.where(usable, dtype_max / amax / factor, 1.0)
-    return jnp.where(usable, 1.0 / inverse, scale)
+    # Past 2**126 the reciprocal is taken of a subnormal (flushed to zero on some backends) and
+    # overflows: that far end is computed directly. Then the scale is clamped into the float32
+    # normal range, so no margin or amax can make it inf or 0 (which would turn q/dq into NaN).
+    huge = inverse < _FLOAT32.tiny
+    new_scale = jnp.where(huge, amax / dtype_max * factor, 1.0 / inverse)
+    return jnp.where(usable, jnp.clip(new_scale, _FLOAT32.tiny, _FLOAT32.max), scale)
 
 
 def update_amax_history(x: Any, history: Any) -> jnp.ndarray:
@@ -95,7 +102,12 @@ def update_amax_history(x: Any, history: Any) -> jnp.ndarray:
         raise ValueError(f"history must be a non-empty 1-D array, received shape {history.shape}.")
     if not is_float(history.dtype):
         raise ValueError(f"history must be floating (amaxes are not integers), received dtype {history.dtype}.")
-    amax = jnp.max(jnp.abs(jnp.asarray(x))).astype(history.dtype)
+    x = jnp.asarray(x)
+    if x.size == 0:
+        raise ValueError(
+            f"x must hold at least one value to take its amax, received an empty array of shape {x.shape}."
+        )
+    amax = jnp.max(jnp.abs(x)).astype(history.dtype)
     return jnp.roll(history, -1).at[0].set(amax)
 
 

@@ -393,3 +393,41 @@ def test_only_signed_float8_formats_are_accepted():
     assert out.tolist() == [240.0, -1.0]
     with pytest.raises(ValueError, match=r"signed float8 format.*received 'float8_e8m0fnu'"):
         float8.quantize_dequantize(jnp.ones(2), 1.0, "float8_e8m0fnu", "float32")
+
+
+# --- regressions (issue 7) ---------------------------------------------------------------------
+
+FLOAT32_MAX, FLOAT32_TINY = F32(3.4028235e38), F32(2.0**-126)  # the float32 normal range, by hand
+
+
+@pytest.mark.parametrize("shape", [(0,), (2, 0), (0, 3)], ids=str)
+def test_update_amax_history_refuses_an_empty_input_naming_its_shape(shape):
+    # Before: JAX's "zero-size array to reduction operation max which has no identity".
+    history = jnp.array([5.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match=re.escape(f"received an empty array of shape {shape}")):
+        float8.update_amax_history(jnp.zeros(shape), history)
+    with pytest.raises(ValueError, match="x must hold at least one value"):
+        jax.jit(float8.update_amax_history)(jnp.zeros(shape), history)
+
+
+EXTREME_SCALES = [  # (amax, margin, the clamped scale), derived by hand from amax * 2**margin / 448
+    pytest.param(3.0e38, 127, FLOAT32_MAX, id="overflow-to-inf"),
+    pytest.param(448.0, 127, F32(2.0**127), id="largest-power-of-two-is-kept"),
+    pytest.param(1.0e-30, -126, FLOAT32_TINY, id="underflow-to-zero"),
+    pytest.param(1.0e-36, 0, FLOAT32_TINY, id="tiny-amax-without-margin"),  # 1e-36 / 448 is subnormal
+    pytest.param(448.0, -126, FLOAT32_TINY, id="smallest-normal-is-kept"),
+]
+
+
+@pytest.mark.parametrize("transform", TRANSFORMS)
+@pytest.mark.parametrize(("amax", "margin", "expected"), EXTREME_SCALES)
+def test_extreme_margins_give_a_finite_positive_scale(transform, amax, margin, expected):
+    # Before: inf for the overflow case and 0.0 for the underflow ones.
+    scale = transform(lambda a, s: float8.compute_scale(a, s, float8.E4M3_MAX, margin=margin))(F32(amax), F32(1.0))
+    assert_bits_equal(scale, expected)
+    assert np.isfinite(np.asarray(scale)) and np.asarray(scale) > 0
+
+
+def test_compute_scale_refuses_an_infinite_dtype_max():
+    with pytest.raises(ValueError, match=r"dtype_max must be a positive.*received inf"):
+        float8.compute_scale(10.0, 1.0, float("inf"))
