@@ -59,6 +59,7 @@ MODULES = [
     "layers._softmax",
     "layers._transformer",
     "layers.ops",
+    "layers._keras_ops",
 ]
 
 
