@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, NamedTuple
 
 from dtypepolicy._policy import DTypePolicy, current_default
 from dtypepolicy._serialization import get, register_serializable, serialize
@@ -20,6 +20,36 @@ def _as_policy(value: Any, what: str) -> DTypePolicy:
             f"received {value!r}{nested}."
         )
     return policy
+
+
+class PolicyMatch(NamedTuple):
+    """What a DTypePolicyMap gives one layer path: the policy, and the key that chose it."""
+
+    policy: DTypePolicy
+    key: str | None  # None: no key matched, the map's default policy applied
+
+
+def _layers_of(model: Any) -> list[Any]:
+    """`model` then every layer inside it, each once. Duck-typed, so this package never imports `layers`."""
+    sublayers = getattr(model, "sublayers", None)
+    flatten = getattr(model, "_flatten_layers", None)
+    if callable(sublayers):
+        found = [model, *sublayers()]
+    elif callable(flatten):  # older Layer API: includes the layer itself
+        found = list(flatten())
+        if not found or found[0] is not model:
+            found.insert(0, model)
+    else:
+        raise TypeError(
+            f"explain expects a layer (an object with .path and sublayers()), received {model!r} "
+            f"of type {type(model).__name__}."
+        )
+    seen: set[int] = set()
+    unique = [layer for layer in found if not (id(layer) in seen or seen.add(id(layer)))]
+    for layer in unique:
+        if not isinstance(getattr(layer, "path", None), str):
+            raise TypeError(f"Layer {layer!r}'s path must be a string, received {getattr(layer, 'path', None)!r}.")
+    return unique
 
 
 @register_serializable
@@ -92,18 +122,68 @@ class DTypePolicyMap(Mapping):
         """A copy of the entries."""
         return dict(self._entries)
 
-    def __getitem__(self, path: str) -> DTypePolicy:
+    def _match(self, path: str) -> PolicyMatch:
         if not isinstance(path, str):
             raise TypeError(f"DTypePolicyMap keys are layer path strings, received {path!r}.")
         if path in self._entries:
-            return self._entries[path]
+            return PolicyMatch(self._entries[path], path)
         matches = [key for key, pattern in self._patterns.items() if pattern.fullmatch(path)]
         if len(matches) > 1:
             raise ValueError(
                 f"Layer path {path!r} matches more than one DTypePolicyMap key: "
                 f"{', '.join(repr(key) for key in matches)}. Make the keys exclusive or add an exact key."
             )
-        return self._entries[matches[0]] if matches else self.default_policy
+        if matches:
+            return PolicyMatch(self._entries[matches[0]], matches[0])
+        return PolicyMatch(self.default_policy, None)
+
+    def __getitem__(self, path: str) -> DTypePolicy:
+        return self._match(path).policy
+
+    def explain(self, model: Any) -> dict[str, PolicyMatch]:
+        """Returns, for `model` and every layer inside it, the policy this map gives it and why.
+
+        Args:
+          model: a layer: anything with a `path` and a `sublayers()` method (a `layers.Layer`).
+
+        Returns:
+          A dict from each layer path, the model first and then depth first, to a
+          `PolicyMatch(policy, key)` named tuple: `key` is the map key that matched, None when
+          the default policy applied. A sublayer given its own `dtype=` keeps that policy; this
+          reports what the map assigns to its path.
+
+        Example:
+          >>> from types import SimpleNamespace as FakeLayer
+          >>> head = FakeLayer(path="model/head", sublayers=list)
+          >>> model = FakeLayer(path="model", sublayers=lambda: [head])
+          >>> policy_map = DTypePolicyMap("mixed_bfloat16", {"model/h.*": "float32"})
+          >>> {path: (policy.name, key) for path, (policy, key) in policy_map.explain(model).items()}
+          {'model': ('mixed_bfloat16', None), 'model/head': ('float32', 'model/h.*')}
+        """
+        return {layer.path: self._match(layer.path) for layer in _layers_of(model)}
+
+    def unmatched_keys(self, paths: Iterable[str]) -> list[str]:
+        """Returns the keys, in map order, that equal or fully match none of `paths`.
+
+        A key listed here changes no layer: often a typo such as `"lm/haed"`.
+
+        Example:
+          >>> policy_map = DTypePolicyMap(None, {"lm/haed": "float32", "lm/block_.*": "bfloat16"})
+          >>> policy_map.unmatched_keys(["lm", "lm/block_0", "lm/head"])
+          ['lm/haed']
+        """
+        if isinstance(paths, (str, bytes)):
+            raise TypeError(f"unmatched_keys expects an iterable of layer paths, not a single string: {paths!r}.")
+        paths = list(paths)
+        for path in paths:
+            if not isinstance(path, str):
+                raise TypeError(f"unmatched_keys expects layer path strings, received {path!r}.")
+        present = set(paths)
+        return [
+            key
+            for key, pattern in self._patterns.items()
+            if key not in present and not any(pattern.fullmatch(path) for path in paths)
+        ]
 
     def __contains__(self, path: object) -> bool:
         return path in self._entries

@@ -132,3 +132,108 @@ def test_a_map_nested_in_a_map_is_refused(serialized):
         dp.DTypePolicyMap.from_config(config)
     with pytest.raises(TypeError, match="maps do not nest"):
         dp.DTypePolicyMap("float32", {}) | {"a": value}
+
+
+# --- explain and unmatched_keys (issue 7) ------------------------------------------------------
+
+
+class FakeLayer:
+    """Duck-typed like a layers.Layer: a path and sublayers() (all descendants, self excluded)."""
+
+    def __init__(self, path, children=()):
+        self.path, self._children = path, list(children)
+
+    def sublayers(self):
+        return [d for child in self._children for d in (child, *child.sublayers())]
+
+
+class LegacyLayer:
+    """Only the older `_flatten_layers()` (self included), as layers.Layer had before sublayers()."""
+
+    def __init__(self, path, children=()):
+        self.path, self._children = path, list(children)
+
+    def _flatten_layers(self):
+        return [self, *(d for child in self._children for d in child._flatten_layers())]
+
+
+def fake_model(cls=FakeLayer):
+    blocks = [cls(f"enc/block_{i}", [cls(f"enc/block_{i}/norm"), cls(f"enc/block_{i}/dense")]) for i in range(2)]
+    return cls("enc", [*blocks, cls("enc/head")])
+
+
+EXPECTED_EXPLAIN = {  # path -> (policy name, matching key), written out from the lookup rules
+    "enc": ("mixed_bfloat16", None),
+    "enc/block_0": ("mixed_bfloat16", None),
+    "enc/block_0/norm": ("bfloat16", "enc/block_0/norm"),  # exact key beats the regex
+    "enc/block_0/dense": ("mixed_bfloat16", None),
+    "enc/block_1": ("mixed_bfloat16", None),
+    "enc/block_1/norm": ("float32", "enc/.*/norm"),
+    "enc/block_1/dense": ("mixed_bfloat16", None),
+    "enc/head": ("float16", "enc/head"),
+}
+
+
+@pytest.mark.parametrize("cls", [FakeLayer, LegacyLayer])
+def test_explain_gives_each_layer_its_policy_and_the_matching_key(cls):
+    policy_map = dp.DTypePolicyMap(
+        "mixed_bfloat16",
+        {"enc/block_0/norm": "bfloat16", "enc/.*/norm": "float32", "enc/head": "float16", "enc/haed": "float16"},
+    )
+    explained = policy_map.explain(fake_model(cls))
+    assert list(explained) == list(EXPECTED_EXPLAIN)  # the model first, then depth first
+    assert {path: (row.policy.name, row.key) for path, row in explained.items()} == EXPECTED_EXPLAIN
+    policy, key = explained["enc/head"]  # rows unpack as (policy, key)
+    assert policy == F16 and key == "enc/head"
+
+
+def test_explain_with_a_none_default_reports_the_default_current_now():
+    policy_map = dp.DTypePolicyMap(None, {"enc/head": "float16"})
+    with dp.policy_scope("bfloat16"):
+        assert policy_map.explain(fake_model())["enc"] == (BF16, None)
+
+
+def test_explain_lists_a_shared_layer_once():
+    shared = FakeLayer("enc/shared")
+    model = FakeLayer("enc", [shared])
+    model.sublayers = lambda: [shared, shared, model]
+    assert list(dp.DTypePolicyMap().explain(model)) == ["enc", "enc/shared"]
+
+
+def test_explain_with_an_ambiguous_path_names_both_keys():
+    policy_map = dp.DTypePolicyMap(None, {"enc/.*": "float32", ".*/head": "bfloat16"})
+    with pytest.raises(ValueError, match="'enc/head' matches more than one"):
+        policy_map.explain(fake_model())
+
+
+@pytest.mark.parametrize(
+    ("model", "fragment"),
+    [
+        (object(), "an object with .path and sublayers"),
+        ("enc/head", "received 'enc/head'"),
+        (FakeLayer(3), "path must be a string, received 3"),
+    ],
+    ids=["object", "string", "bad-path"],
+)
+def test_explain_rejects_what_is_not_a_layer(model, fragment):
+    with pytest.raises(TypeError, match=fragment):
+        dp.DTypePolicyMap().explain(model)
+
+
+def test_unmatched_keys_finds_typos_in_map_order():
+    policy_map = dp.DTypePolicyMap(
+        None, {"enc/haed": "float16", "enc/.*/norm": "float32", "enc/head": "float16", "dec/.*": "bfloat16"}
+    )
+    paths = ["enc", "enc/block_0/norm", "enc/head"]
+    assert policy_map.unmatched_keys(paths) == ["enc/haed", "dec/.*"]
+    assert policy_map.unmatched_keys(iter(paths)) == ["enc/haed", "dec/.*"]  # any iterable
+    assert policy_map.unmatched_keys([]) == list(policy_map)
+    assert dp.DTypePolicyMap().unmatched_keys(paths) == []
+    # A regex counts only when it fullmatches: "enc/.*/norm" does not match "enc/block_0/norm/scale" alone.
+    assert policy_map.unmatched_keys(["enc/block_0/norm/scale"]) == list(policy_map)
+
+
+@pytest.mark.parametrize(("paths", "fragment"), [("enc/head", "not a single string"), (["enc", 3], "received 3")])
+def test_unmatched_keys_rejects_bad_paths(paths, fragment):
+    with pytest.raises(TypeError, match=fragment):
+        dp.DTypePolicyMap(None, {"enc": "float32"}).unmatched_keys(paths)
