@@ -43,9 +43,11 @@ class MultiHeadAttention(Layer):
       seed: seed of the dropout.
 
     Call arguments: `query`, `value`, `key=None` (defaults to `value`), `attention_mask=None`
-    (bool `(batch, T_query, T_key)`, True = attend), `query_mask`/`value_mask`/`key_mask`
-    (bool `(batch, T)`; taken from the inputs' attached masks when not given),
-    `use_causal_mask=False`, `return_attention_scores=False`, `training=None`.
+    (`(batch, T_query, T_key)` or `(T_query, T_key)`), `query_mask`/`value_mask`/`key_mask`
+    (`(batch, T)`; taken from the inputs' attached masks when not given),
+    `use_causal_mask=False`, `return_attention_scores=False`, `training=None` (a Python bool or
+    None). Masks may have any numeric or bool dtype: non-zero attends, as in Keras. Shapes that
+    do not fit raise a `ValueError` naming the layer and the shapes.
 
     Example:
       >>> from layers import MultiHeadAttention
