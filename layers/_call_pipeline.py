@@ -12,11 +12,12 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 import dtypepolicy as dp
 from dtypepolicy._dtypes import is_float
 from dtypepolicy._strict import check_outputs, strict_mode
-from layers import _call_context, _inputs, _masking, _signature
+from layers import _call_context, _inputs, _masking, _signature, _transaction
 from layers._input_spec import check_input_spec
 
 
@@ -62,59 +63,86 @@ def _note_failure(error: BaseException, layer: Any, args: tuple, kwargs: dict) -
 def run(layer: Any, args: tuple, kwargs: dict) -> Any:
     """`Layer.__call__`: the whole call pipeline."""
     layer._check_initialized()
-    _inputs.check_positional(args, layer.name)
+    if not all(isinstance(arg, jax.Array) for arg in args):
+        _inputs.check_positional(args, layer.name)
+        args = _inputs.convert_number_lists(args, layer.name)
     signature = _signature.call_signature(type(layer).call)
     policy = layer.dtype_policy
     compute = policy.compute_dtype
     casting = layer.autocast and is_float(compute)
 
-    # 1. inputs: NumPy to JAX, floating arrays to the input dtype.
+    # 1. inputs: NumPy to JAX, floating arrays to the input dtype (masks follow every cast).
     kwargs = dict(kwargs)
     training = kwargs.pop("training", None)
     explicit_mask = kwargs.pop("mask", None)
     args, kwargs = _inputs.convert_call_arguments(args, kwargs, compute if casting and layer._autocast_inputs else None)
     first = _first_argument(layer, args, kwargs)
-
-    # 2. input_spec, 3. build.
-    check_input_spec(layer.input_spec, first, layer.name)
-    if not layer.built:
-        build_from_arguments(layer, args, kwargs)
-
-    # 4. training and mask: explicit, else inherited from the enclosing call, else the default.
     context = _call_context.current_call_context()
-    if training is None and context is not None:
-        training = context.training
-    if training is None and signature.accepts_training:
-        training = signature.training_default
-    if signature.accepts_training and training is not None:
-        kwargs["training"] = training
-    mask = _masking.mask_of(first) if explicit_mask is None else explicit_mask
-    if signature.accepts_mask and mask is not None:
-        kwargs["mask"] = mask
-
-    # 5. the call, under this layer's own autocast scope; the outermost call is a transaction.
     top_level = context is None
+
+    # Every call is a transaction (variable writes, losses, metrics, builds), nested in the
+    # caller's: a failure undoes all of it, even when a parent layer catches the error.
     saved_losses = layer._clear_losses() if top_level else None
-    transaction = dp.StatelessScope() if top_level else None
+    transaction = _transaction.CallTransaction()
     try:
-        with (
-            transaction or contextlib.nullcontext(),
-            _call_context.call_context(training, layer if top_level else context.entry_layer),
-            dp.autocast_scope(compute if casting else None),
-        ):
-            outputs = _read_variables(layer.call(*args, **kwargs))
-        outputs = _finish_outputs(layer, policy, outputs, first, mask)
+        with transaction:
+            # 2. input_spec, 3. build.
+            check_input_spec(layer.input_spec, first, layer.name)
+            if not layer.built:
+                build_from_arguments(layer, args, kwargs)
+            # 4. training and masks: explicit, else inherited from the enclosing call, else the default.
+            if training is None and context is not None:
+                training = context.training
+            if training is None and signature.accepts_training:
+                training = signature.training_default
+            if signature.accepts_training and training is not None:
+                kwargs["training"] = training
+            mask = _masking.mask_of(first) if explicit_mask is None else explicit_mask
+            if signature.accepts_mask and mask is not None:
+                kwargs["mask"] = mask
+            if signature.mask_arguments:
+                _fill_argument_masks(signature, args, kwargs)
+            # 5. the call, under this layer's own autocast scope.
+            with (
+                _call_context.call_context(training, layer if top_level else context.entry_layer),
+                dp.autocast_scope(compute if casting else None),
+            ):
+                outputs = _read_variables(layer.call(*args, **kwargs))
+            outputs = _finish_outputs(layer, policy, outputs, first, mask)
+            if top_level:
+                _check_no_traced_writes(layer, transaction.scope)
     except BaseException as error:
+        transaction.rollback()
         if top_level:
-            for owner, losses in saved_losses:
-                object.__setattr__(owner, "_losses", losses)
+            _restore_losses(saved_losses)
         if isinstance(error, Exception):
             _note_failure(error, layer, args, kwargs)
         raise
-    if top_level:
-        _check_no_traced_writes(layer, transaction)
+    if not top_level:
+        transaction.commit()
+    elif (transaction.losses or transaction.metrics) and not transaction.stateless and transaction.traced(outputs):
+        # Under the user's own jax.jit/grad the losses and metric values are tracers: they must
+        # not reach the layer (stateless_call(..., return_losses=True) returns them instead).
+        transaction.commit(apply_reports=False)
+        _restore_losses(saved_losses)
+    else:
         transaction.commit()
     return outputs
+
+
+def _restore_losses(saved: list) -> None:
+    for owner, losses in saved:
+        object.__setattr__(owner, "_losses", losses)
+
+
+def _fill_argument_masks(signature: Any, args: tuple, kwargs: dict) -> None:
+    """Keras 3: a call argument named `<argument>_mask` receives the mask of `<argument>`."""
+    bound = signature.bind(args, kwargs)
+    for argument, mask_name in signature.mask_arguments:
+        if argument in bound and bound.get(mask_name) is None and (mask_name in kwargs or mask_name not in bound):
+            mask = _masking.mask_of(bound[argument])
+            if mask is not None:
+                kwargs[mask_name] = mask
 
 
 def _check_no_traced_writes(layer: Any, transaction: dp.StatelessScope) -> None:
@@ -138,7 +166,7 @@ def _finish_outputs(layer: Any, policy: Any, outputs: Any, first: Any, mask: Any
     if regularizer is not None:
         for leaf in jax.tree.leaves(outputs):
             if isinstance(leaf, jax.Array) and is_float(leaf.dtype):
-                layer.add_loss(regularizer(leaf.astype("float32")))
+                layer.add_loss(_activity_loss(regularizer, leaf))
     if layer.supports_masking:
         _masking.attach_masks(outputs, layer.compute_mask(first, mask))
     if not layer._own_layers and strict_mode() != "off":  # composites answer for their sublayers
@@ -146,29 +174,40 @@ def _finish_outputs(layer: Any, policy: Any, outputs: Any, first: Any, mask: Any
     return outputs
 
 
+def _activity_loss(regularizer: Any, output: jax.Array) -> jax.Array:
+    """Keras: `regularizer(output) / batch_size`, batch size `output.shape[0]`, in float32.
+
+    Dividing keeps the penalty's strength independent of the batch size. A scalar output has
+    no batch axis and an empty batch has no samples: their penalty is not divided.
+    """
+    loss = jnp.asarray(regularizer(output.astype("float32")))
+    if is_float(loss.dtype) and loss.dtype != jnp.float32:
+        loss = loss.astype(jnp.float32)
+    batch = output.shape[0] if output.ndim else 0
+    return loss / jnp.asarray(batch, jnp.float32) if batch > 1 else loss
+
+
 # --- build ---------------------------------------------------------------------------------
 
 
 def _build_shapes(layer: Any, args: tuple, kwargs: dict) -> tuple:
-    """The shapes to pass to `build`, matched to its parameters."""
-    parameters = _signature.build_parameters(type(layer).build)
-    if not parameters:
+    """The shapes to pass to `build`, one per parameter (see `_signature.build_plan`)."""
+    try:
+        plan = _signature.build_plan(type(layer).build, type(layer).call)
+    except ValueError as error:
+        raise ValueError(f"Layer {layer.name!r} ({type(layer).__name__}): {error}") from None
+    if not plan:
         return ()
-    call = _signature.call_signature(type(layer).call)
-    bound = call.bind(args, kwargs)
-    tensors = [value for value in bound.values() if any(map(_inputs.is_array_like, jax.tree.leaves(value)))]
+    bound = _signature.call_signature(type(layer).call).bind(args, kwargs)
     shapes = []
-    for index, name in enumerate(parameters):
-        argument = name[: -len("_shape")] if name.endswith("_shape") else None
-        if argument in call.signature.parameters:
-            # build(x_shape, ...) names call arguments: an argument not given gets None.
-            shapes.append(_inputs.shapes_of(bound[argument]) if argument in bound else None)
-        elif index < len(tensors):
-            shapes.append(_inputs.shapes_of(tensors[index]))
-        elif index == 0:
-            shapes.append(None)
+    for argument in plan:
+        if argument is _signature.FIRST_INPUT:
+            tensors = (value for value in bound.values() if any(map(_inputs.is_array_like, jax.tree.leaves(value))))
+            first = next(tensors, None)
+            shapes.append(None if first is None else _inputs.shapes_of(first))
         else:
-            break
+            # An argument not given (an optional second input) gets None.
+            shapes.append(_inputs.shapes_of(bound[argument]) if argument in bound else None)
     return tuple(shapes)
 
 
@@ -195,15 +234,14 @@ def wrap_build(build: Callable) -> Callable:
             with dp.policy_scope(layer.dtype_policy), jax.ensure_compile_time_eval():
                 result = build(layer, *args, **kwargs)
         except BaseException:
-            layer.__dict__.clear()
-            layer.__dict__.update(snapshot)
-            layer._own_variables[:] = own_variables
-            layer._own_layers[:] = own_layers
+            _transaction.restore(layer, snapshot, own_variables, own_layers)
             raise
         object.__setattr__(layer, "_building", False)
         object.__setattr__(layer, "built", True)
         object.__setattr__(layer, "_locked", True)
         object.__setattr__(layer, "_build_shapes", args[0] if len(args) == 1 else args)
+        # Built during a layer call: if that call fails, the layer goes back to unbuilt.
+        _transaction.note_build(layer, snapshot, own_variables, own_layers)
         return result
 
     building._wraps_build = True

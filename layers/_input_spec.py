@@ -145,11 +145,35 @@ def _is_number_list(value: Any) -> bool:
     return bool(leaves) and all(isinstance(leaf, (int, float)) for leaf in leaves)
 
 
+def checked_input_spec(value: Any, layer_name: str | None) -> Any:
+    """`value` if it is a valid `Layer.input_spec` (copied into a plain list/tuple/dict), else a TypeError."""
+    if value is None or isinstance(value, InputSpec):
+        return value
+    is_spec = lambda item: item is None or isinstance(item, InputSpec)  # noqa: E731
+    if isinstance(value, (list, tuple)) and all(map(is_spec, value)):
+        return tuple(value) if isinstance(value, tuple) else list(value)
+    if isinstance(value, dict) and all(isinstance(key, str) and is_spec(item) for key, item in value.items()):
+        return dict(value)
+    raise TypeError(
+        f"input_spec of layer {layer_name!r} must be an InputSpec, a list/tuple/dict of them (None entries "
+        f"allowed) or None, received {value!r} of type {type(value).__name__}."
+    )
+
+
 def check_input_spec(input_spec: Any, inputs: Any, layer_name: str) -> None:
-    """Raises a ValueError naming the layer and the shapes when `inputs` do not fit the spec."""
+    """Raises a ValueError naming the layer and the shapes when `inputs` do not fit the spec.
+
+    A dict of specs matches a dict input by key (a missing key is a None input), any other
+    input in the order of the dict.
+    """
     if input_spec is None:
         return
-    specs = list(input_spec) if isinstance(input_spec, (list, tuple)) else [input_spec]
+    if isinstance(input_spec, dict):
+        specs = list(input_spec.values())
+        if isinstance(inputs, dict):
+            inputs = [inputs.get(key) for key in input_spec]
+    else:
+        specs = list(input_spec) if isinstance(input_spec, (list, tuple)) else [input_spec]
     leaves = jax.tree.leaves(inputs, is_leaf=lambda leaf: leaf is None or _is_number_list(leaf))
     if len(leaves) != len(specs):
         raise ValueError(

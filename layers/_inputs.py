@@ -10,6 +10,7 @@ import numpy as np
 
 from dtypepolicy import Variable
 from dtypepolicy._dtypes import is_float
+from layers._masking import carry_mask
 
 _NUMPY = (np.ndarray, np.generic)
 
@@ -32,14 +33,16 @@ def convert_inputs(tree: Any, dtype: str | None) -> Any:
 
     def convert(leaf: Any) -> Any:
         if isinstance(leaf, Variable):
-            leaf = leaf.value
+            array = leaf.value
         elif isinstance(leaf, _NUMPY):
-            leaf = jnp.asarray(leaf)
-        elif not isinstance(leaf, jax.Array):
+            array = carry_mask(leaf, jnp.asarray(leaf))
+        elif isinstance(leaf, jax.Array):
+            array = leaf
+        else:
             return leaf
-        if dtype is not None and leaf.dtype != dtype and is_float(leaf.dtype):
-            return leaf.astype(dtype)
-        return leaf
+        if dtype is not None and array.dtype != dtype and is_float(array.dtype):
+            return carry_mask(array, array.astype(dtype))
+        return array
 
     return jax.tree.map(convert, tree, is_leaf=_is_variable)
 
@@ -49,7 +52,7 @@ def cast_floating(tree: Any, dtype: str) -> Any:
 
     def cast(leaf: Any) -> Any:
         if isinstance(leaf, jax.Array) and leaf.dtype != dtype and is_float(leaf.dtype):
-            return leaf.astype(dtype)
+            return carry_mask(leaf, leaf.astype(dtype))
         return leaf
 
     return jax.tree.map(cast, tree)
@@ -60,8 +63,44 @@ def convert_call_arguments(args: tuple, kwargs: dict, dtype: str | None) -> tupl
     if not kwargs and all(isinstance(arg, jax.Array) for arg in args):
         if dtype is None:
             return args, kwargs
-        return tuple(a.astype(dtype) if a.dtype != dtype and is_float(a.dtype) else a for a in args), kwargs
+        return tuple(
+            carry_mask(a, a.astype(dtype)) if a.dtype != dtype and is_float(a.dtype) else a for a in args
+        ), kwargs
     return convert_inputs((args, kwargs), dtype)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def convert_number_lists(args: tuple, layer_name: str) -> tuple:
+    """Positional lists/tuples whose leaves are all Python numbers become NumPy arrays.
+
+    A list holding arrays stays a list (multi-input layers take lists of arrays); only a nest
+    of plain numbers is one array-like input, as Keras treats it. Its nesting must be
+    rectangular.
+    """
+    converted = list(args)
+    for index, arg in enumerate(args):
+        if not isinstance(arg, (list, tuple)):
+            continue
+        leaves = jax.tree.leaves(arg)
+        if not leaves or not all(map(_is_number, leaves)):
+            continue
+        try:
+            converted[index] = np.asarray(arg)
+        except ValueError:
+            raise ValueError(
+                f"Layer {layer_name!r}: positional argument {index} is a nested list of numbers with ragged "
+                f"lengths, {_short_repr(arg)}; a list of numbers is converted to one array, so its nesting must "
+                f"be rectangular (every sublist at a depth of the same length)."
+            ) from None
+    return tuple(converted)
+
+
+def _short_repr(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}..."
 
 
 def check_positional(args: tuple, layer_name: str) -> None:

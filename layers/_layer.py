@@ -11,7 +11,19 @@ import numpy as np
 
 import dtypepolicy as dp
 from dtypepolicy._dtypes import is_float, standardize_dtype
-from layers import _call_pipeline, _config, _names, _shapes, _tracking, constraints, initializers, regularizers
+from layers import (
+    _call_pipeline,
+    _config,
+    _input_spec,
+    _names,
+    _shapes,
+    _tracking,
+    _transaction,
+    _weights,
+    constraints,
+    initializers,
+    regularizers,
+)
 from layers._metrics import Metric
 
 # Framework attributes that hold state but must not be tracked as the layer's own state.
@@ -274,6 +286,7 @@ class Layer(_tracking.Trackable):
 
     # --- weights -------------------------------------------------------------------------
 
+    @_weights.shape_first
     def add_weight(
         self,
         shape: Any = None,
@@ -301,7 +314,8 @@ class Layer(_tracking.Trackable):
           constraint: a constraint (or its name) applied after optimizer updates.
           aggregation: `"none"`, `"mean"`, `"sum"` or `"only_first_replica"`.
           overwrite_with_gradient: optimizers assign the gradient instead of applying it.
-          name: the variable name; its `path` is `"<layer path>/<name>"`.
+          name: the variable name; its `path` is `"<layer path>/<name>"`. By keyword: a string
+            in the first position (the tf.keras order) is a `TypeError`.
 
         Returns:
           The new `dtypepolicy.Variable`.
@@ -390,22 +404,13 @@ class Layer(_tracking.Trackable):
         return [np.asarray(v._read_storage()) for v in self.weights]
 
     def set_weights(self, weights: Any) -> None:
-        """Sets `weights` from arrays in the order `get_weights` returns; all or nothing."""
+        """Sets `weights` from arrays in the order `get_weights` returns; all or nothing.
+
+        Every value is converted and checked (count, shape, numeric content) before any is
+        assigned; an unbuilt layer, whose weights do not exist yet, says so.
+        """
         variables = self.weights
-        if not isinstance(weights, (list, tuple)):
-            raise TypeError(f"set_weights expects a list of arrays, received {type(weights).__name__}.")
-        if len(weights) != len(variables):
-            raise ValueError(
-                f"Layer {self.name!r} expects {len(variables)} weight arrays, received {len(weights)}. "
-                f"Expected shapes: {[v.shape for v in variables]}."
-            )
-        for variable, value in zip(variables, weights, strict=True):
-            if tuple(np.shape(value)) != variable.shape:
-                raise ValueError(
-                    f"Layer {self.name!r}: weight {variable.path!r} has shape {variable.shape}, but the "
-                    f"value given for it has shape {tuple(np.shape(value))}."
-                )
-        for variable, value in zip(variables, weights, strict=True):
+        for variable, value in zip(variables, _weights.check_set_weights(self, variables, weights), strict=True):
             variable.assign(value)
 
     def count_params(self) -> int:
@@ -424,7 +429,9 @@ class Layer(_tracking.Trackable):
 
         Floating losses are kept in float32, whatever dtype the layer computes in.
         """
-        self._losses.append(loss if callable(loss) else _as_float32(loss))
+        stored = loss if callable(loss) else _as_float32(loss)
+        self._losses.append(stored)
+        _transaction.note_loss(self, stored)  # taken back if the call adding it fails
 
     def _own_losses(self) -> list[Any]:
         losses = [_as_float32(loss()) if callable(loss) else loss for loss in self._losses]
@@ -446,13 +453,12 @@ class Layer(_tracking.Trackable):
         return saved
 
     def add_metric(self, value: Any, name: str | None = None, aggregation: str = "mean") -> None:
-        """Reports a value to the metric `name` (a running mean, or sum), listed in `metrics`."""
-        if name is None:
-            name = _names_for_metric(self)
-        metric = self._metrics_by_name.get(name)
-        if metric is None:
-            metric = self._metrics_by_name[name] = Metric(name, aggregation)
-        metric.update(value)
+        """Reports a value to the metric `name` (a running mean, or sum), listed in `metrics`.
+
+        Inside a call the value counts once the outermost call succeeds; values traced by JAX
+        (inside the user's `jax.jit`) never count.
+        """
+        _transaction.note_metric(self, value, name, aggregation)
 
     @property
     def metrics(self) -> list[Metric]:
@@ -474,6 +480,15 @@ class Layer(_tracking.Trackable):
         (and closed to new state) when the outermost `build` returns, and rolled back if it
         raises.
         """
+
+    @property
+    def input_spec(self) -> Any:
+        """The `InputSpec` (or list/tuple/dict of them, or None) checked before each call (settable)."""
+        return self.__dict__.get("_input_spec")
+
+    @input_spec.setter
+    def input_spec(self, value: Any) -> None:
+        object.__setattr__(self, "_input_spec", _input_spec.checked_input_spec(value, self.__dict__.get("_name")))
 
     def call(self, *args: Any, **kwargs: Any) -> Any:
         """The computation; subclasses override it."""
@@ -560,14 +575,6 @@ class Layer(_tracking.Trackable):
 def _as_float32(value: Any) -> Any:
     array = jax.numpy.asarray(value)
     return array.astype("float32") if is_float(array.dtype) and array.dtype != np.float32 else array
-
-
-def _names_for_metric(layer: Layer) -> str:
-    name, index = f"{layer.name}_metric", 0
-    while name in layer._metrics_by_name:
-        index += 1
-        name = f"{layer.name}_metric_{index}"
-    return name
 
 
 Layer.build = _call_pipeline.wrap_build(Layer.build)

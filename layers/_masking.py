@@ -45,6 +45,18 @@ def get_mask(array: Any) -> Any:
     return entry[1]
 
 
+def carry_mask(source: Any, converted: Any) -> Any:
+    """Gives `converted` (a cast or converted copy of `source`) the mask of `source`; returns it.
+
+    Every conversion the call pipeline makes goes through this, so a cast never drops a mask.
+    """
+    if converted is not source and _masks:
+        mask = get_mask(source)
+        if mask is not None:
+            attach_mask(converted, mask)
+    return converted
+
+
 def attach_masks(outputs: Any, masks: Any) -> None:
     """Attaches a mask (or a matching structure of masks) to every array in `outputs`."""
     if isinstance(outputs, jax.Array):

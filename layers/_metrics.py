@@ -33,10 +33,10 @@ class Metric:
 
     def update(self, value: Any) -> None:
         """Adds a value (its mean, for arrays); ignored while tracing."""
-        if isinstance(value, jax.core.Tracer):
-            return
-        self._total += float(np.mean(np.asarray(value, np.float64)))
-        self._count += 1
+        number = host_value(value)
+        if number is not None:
+            self._total += number
+            self._count += 1
 
     def result(self) -> float:
         """The mean (or sum) of the values seen since the last reset."""
@@ -51,3 +51,34 @@ class Metric:
 
     def __repr__(self) -> str:
         return f"<Metric {self.name!r} {self.aggregation}={self.result()!r}>"
+
+
+def host_value(value: Any) -> float | None:
+    """The mean of a reported value as a Python float (float64), or None for a traced value."""
+    if isinstance(value, jax.core.Tracer):
+        return None
+    try:
+        return float(np.mean(np.asarray(value, np.float64)))
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"A metric value must be a number or a numeric array, received {value!r} of type {type(value).__name__}."
+        ) from None
+
+
+def default_name(layer: Any, pending: set[str]) -> str:
+    """`"<layer name>_metric"`, numbered past the names the layer has or is about to get."""
+    taken = set(layer._metrics_by_name) | pending
+    name, index = f"{layer.name}_metric", 0
+    while name in taken:
+        index += 1
+        name = f"{layer.name}_metric_{index}"
+    return name
+
+
+def apply_report(layer: Any, name: str, aggregation: str, number: float) -> None:
+    """Adds a checked value to the layer's metric `name`, creating the metric on first use."""
+    metric = layer._metrics_by_name.get(name)
+    if metric is None:
+        metric = layer._metrics_by_name[name] = Metric(name, aggregation)
+    metric._total += number
+    metric._count += 1

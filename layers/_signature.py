@@ -9,21 +9,46 @@ from collections.abc import Callable
 from typing import Any
 
 _EMPTY = inspect.Parameter.empty
+_NAMED = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+
+# The build parameter that receives the first input's shape (`build(self, input_shape)`).
+FIRST_INPUT = "<first input>"
 
 
 @dataclasses.dataclass(frozen=True)
 class CallSignature:
-    """The parts of a `call` signature the call pipeline needs."""
+    """The parts of a `call` signature the call pipeline needs.
+
+    Attributes:
+      mask_arguments: `(argument, "<argument>_mask")` pairs: call parameters that receive the
+        mask of another call argument, as in Keras 3 (`call(self, x1, x2, x1_mask=None)`).
+    """
 
     signature: inspect.Signature
     accepts_training: bool
     training_default: Any
     accepts_mask: bool
     accepts_var_keyword: bool
+    mask_arguments: tuple[tuple[str, str], ...] = ()
 
     def bind(self, args: tuple, kwargs: dict) -> dict[str, Any]:
-        """Maps the given arguments to parameter names (no defaults filled in)."""
-        return dict(self.signature.bind_partial(*args, **kwargs).arguments)
+        """Maps the given arguments to parameter names (no defaults filled in).
+
+        Keyword arguments collected by a `**kwargs` parameter are listed by their own names.
+        """
+        arguments = self.signature.bind_partial(*args, **kwargs).arguments
+        bound: dict[str, Any] = {}
+        for name, value in arguments.items():
+            if self.signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
+                bound.update(value)
+            else:
+                bound[name] = value
+        return bound
+
+    @property
+    def argument_names(self) -> tuple[str, ...]:
+        """The named parameters of `call` (`*args` and `**kwargs` excluded)."""
+        return tuple(name for name, p in self.signature.parameters.items() if p.kind in _NAMED)
 
 
 def _without_self(function: Callable) -> inspect.Signature:
@@ -38,12 +63,16 @@ def call_signature(call: Callable) -> CallSignature:
     signature = _without_self(call)
     parameters = signature.parameters
     training = parameters.get("training")
+    named = [name for name, p in parameters.items() if p.kind in _NAMED]
     return CallSignature(
         signature=signature,
         accepts_training=training is not None,
         training_default=None if training is None or training.default is _EMPTY else training.default,
         accepts_mask="mask" in parameters,
         accepts_var_keyword=any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()),
+        mask_arguments=tuple(
+            (name, f"{name}_mask") for name in named if f"{name}_mask" in named and name not in ("mask", "training")
+        ),
     )
 
 
@@ -52,3 +81,46 @@ def build_parameters(build: Callable) -> tuple[str, ...]:
     """Names of an unbound `build` function's parameters after `self` (`*args` excluded)."""
     kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     return tuple(p.name for p in _without_self(build).parameters.values() if p.kind in kinds)
+
+
+@functools.cache
+def build_plan(build: Callable, call: Callable) -> tuple[str, ...]:
+    """For each `build` parameter, the call argument whose shape it receives (Keras 3's rule).
+
+    One parameter named `<argument>_shape` after a call argument gets that argument's shape;
+    one parameter of any other name (`input_shape`) gets the first input's (`FIRST_INPUT`).
+    With several parameters each must be `<argument>_shape` for an argument of `call` (or
+    for a keyword that `**kwargs` may collect); anything else is a `ValueError`, never a
+    silent match by position.
+    """
+    parameters = build_parameters(build)
+    facts = call_signature(call)
+    names = facts.argument_names
+
+    def argument_of(parameter: str) -> str | None:
+        if not parameter.endswith("_shape"):
+            return None
+        argument = parameter[: -len("_shape")]
+        return argument if argument in names or facts.accepts_var_keyword else None
+
+    if len(parameters) == 1:
+        (parameter,) = parameters
+        argument = parameter[: -len("_shape")] if parameter.endswith("_shape") else None
+        return (argument if argument in names else FIRST_INPUT,)
+    plan = []
+    for parameter in parameters:
+        argument = argument_of(parameter)
+        if argument is None:
+            reason = (
+                f"{parameter!r} does not end in _shape"
+                if not parameter.endswith("_shape")
+                else f"{parameter!r} names no call() argument {parameter[: -len('_shape')]!r}"
+            )
+            raise ValueError(
+                f"build() parameters {parameters} do not match call() arguments {names}: {reason}. A build() "
+                f"with more than one parameter receives each call argument's shape by name, so every parameter "
+                f"must be '<call argument>_shape' (e.g. build(self, {', '.join(f'{n}_shape' for n in names[:2])})), "
+                f"as in Keras 3; a build(self, input_shape) with one parameter receives the first input's shape."
+            )
+        plan.append(argument)
+    return tuple(plan)

@@ -1,5 +1,7 @@
 """The call pipeline: autocast, build, training/mask scoping, output dtype, transactions, stateless_call."""
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,7 +9,8 @@ import pytest
 
 import dtypepolicy as dp
 from dtypepolicy._autocast import current_autocast_dtype
-from layers import Layer, ops
+from layers import Embedding, Layer, ops, regularizers
+from layers._masking import attach_mask, get_mask
 from tests._layers_for_tests import Linear, NoTrainingArg, Outer, Recorder, TrainingDefaultTrue
 
 BACKENDS = {"eager": lambda f: f, "jit": jax.jit}
@@ -448,3 +451,316 @@ def test_a_first_call_under_jit_builds_with_concrete_weights():
     out = jax.jit(lambda x: layer(x))(jnp.ones((2, 4)))
     assert out.shape == (2, 3) and not isinstance(layer.kernel.value, jax.core.Tracer)
     np.testing.assert_allclose(np.asarray(layer(jnp.ones((2, 4)))), np.asarray(out), rtol=1e-6)
+
+
+# ---------------------------------------------------------------- issue 7: masks survive every cast
+
+
+class MaskRecorder(Layer):
+    def call(self, inputs, mask=None):
+        self.mask_seen = mask
+        return inputs
+
+
+def test_an_embedding_mask_survives_the_next_layers_input_autocast():
+    embedding = Embedding(5, 2, mask_zero=True)
+    consumer = MaskRecorder(dtype="mixed_bfloat16")
+    hidden = embedding(jnp.array([[1, 0, 3]]))
+    assert hidden.dtype == jnp.float32  # so the consumer casts it to bfloat16
+    consumer(hidden)
+    assert consumer.mask_seen is not None and consumer.mask_seen.tolist() == [[True, False, True]]
+
+
+def test_masks_survive_numpy_conversion_nested_inputs_and_the_output_dtype_cast():
+    mask = jnp.array([True, False])
+    x = np.ones((2, 2), np.float64)
+    attach_mask(x, mask)
+    consumer = MaskRecorder(dtype="mixed_float16")
+    consumer(x)
+    assert consumer.mask_seen is mask
+
+    # The mask of a nested input reaches `mask` as a list, after the cast of each array.
+    a, b = jnp.ones(2), jnp.ones(2)
+    attach_mask(a, mask)
+    consumer([a, b])
+    assert consumer.mask_seen[0] is mask and consumer.mask_seen[1] is None
+
+    # A pass-through layer whose policy casts its output keeps the mask of what it returns.
+    passthrough = MaskRecorder(dtype="p=f32,c=f32,o=bf16")
+    out = passthrough(a)
+    assert out.dtype == jnp.bfloat16 and get_mask(out) is mask
+
+
+# ---------------------------------------------------------------- issue 7: activity losses per sample
+
+
+class Identity(Layer):
+    def call(self, inputs):
+        return inputs
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_activity_regularizer_losses_are_divided_by_the_batch_size(policy):
+    layer = Identity(dtype=policy, activity_regularizer=regularizers.L2(0.5))
+    x = np.arange(12, dtype=np.float64).reshape(4, 3) / 4
+    layer(x)
+    (loss,) = layer.losses
+    # Keras: regularizer(output) / output.shape[0], in float32.
+    expected = 0.5 * np.sum(np.asarray(jnp.asarray(x, policy.replace("mixed_", "")), np.float64) ** 2) / 4
+    assert loss.dtype == jnp.float32
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-6)
+
+
+def test_activity_regularizer_divides_each_output_by_its_own_batch_and_leaves_scalars_whole():
+    class Two(Layer):
+        def call(self, x):
+            return x, x[:2], jnp.sum(x)
+
+    layer = Two(activity_regularizer="l1")
+    layer(jnp.ones((5, 2)))
+    losses = [float(loss) for loss in layer.losses]
+    np.testing.assert_allclose(losses, [0.01 * 10 / 5, 0.01 * 4 / 2, 0.01 * 10], rtol=1e-6)
+
+
+# ---------------------------------------------------------------- issue 7: build parameters follow Keras
+
+
+def test_build_parameters_that_name_no_call_argument_are_a_clear_error():
+    class Misnamed(Layer):
+        def build(self, foo_shape, baz_shape):
+            self.received = (foo_shape, baz_shape)
+
+        def call(self, x, y):
+            return x + y
+
+    layer = Misnamed(name="misnamed")
+    with pytest.raises(
+        ValueError,
+        match=r"'misnamed'.*build\(\) parameters \('foo_shape', 'baz_shape'\).*call\(\) arguments \('x', 'y'\)",
+    ):
+        layer(jnp.ones(2), jnp.ones(2))
+    assert not layer.built and not hasattr(layer, "received")
+
+    class NoSuffix(Layer):
+        def build(self, first, second):
+            pass
+
+        def call(self, x, y):
+            return x + y
+
+    with pytest.raises(ValueError, match=r"'first'.*does not end in _shape"):
+        NoSuffix()(jnp.ones(2), jnp.ones(2))
+
+
+def test_build_shapes_map_by_name_and_input_shape_gets_the_first_input():
+    class Swapped(Layer):
+        def build(self, y_shape, x_shape):
+            self.received = (y_shape, x_shape)
+
+        def call(self, x, y=None):
+            return x
+
+    layer = Swapped()
+    layer(jnp.ones((2, 3)), jnp.ones((4,)))
+    assert layer.received == ((4,), (2, 3))
+    layer = Swapped()
+    layer(jnp.ones((2, 3)))
+    assert layer.received == (None, (2, 3))
+
+    class Plain(Layer):
+        def build(self, input_shape):
+            self.received = input_shape
+
+        def call(self, x, y):
+            return x
+
+    layer = Plain()
+    layer(jnp.ones((1, 2)), jnp.ones((3,)))
+    assert layer.received == (1, 2)
+
+    class ByKeyword(Layer):
+        def build(self, x_shape, extra_shape):
+            self.received = (x_shape, extra_shape)
+
+        def call(self, x, **kwargs):
+            return x
+
+    layer = ByKeyword()
+    layer(jnp.ones(2), extra=jnp.ones((3, 3)))
+    assert layer.received == ((2,), (3, 3))
+
+
+def test_per_argument_masks_are_filled_from_each_inputs_mask():
+    class TwoMasks(Layer):
+        def call(self, x1, x2, x1_mask=None, x2_mask=None):
+            self.seen = (x1_mask, x2_mask)
+            return x1
+
+    a, b = jnp.ones(3), jnp.zeros(3)
+    mask_a, mask_b = jnp.array([True, False, True]), jnp.array([False, True, True])
+    attach_mask(a, mask_a)
+    attach_mask(b, mask_b)
+    layer = TwoMasks(dtype="mixed_bfloat16")
+    layer(a, b)
+    assert layer.seen[0] is mask_a and layer.seen[1] is mask_b
+    explicit = jnp.array([True, True, True])
+    layer(a, b, x2_mask=explicit)
+    assert layer.seen[0] is mask_a and layer.seen[1] is explicit
+    layer(jnp.ones(3), jnp.ones(3))
+    assert layer.seen == (None, None)
+
+
+# ---------------------------------------------------------------- issue 7: nothing traced reaches the layer
+
+
+class LossAndMetric(Layer):
+    def call(self, x):
+        self.add_loss(jnp.sum(x))
+        self.add_metric(2.0, name="constant")
+        return x * 2
+
+
+def test_losses_and_metrics_added_under_the_users_jit_never_reach_the_layer():
+    layer = LossAndMetric()
+    layer(jnp.ones(3))
+    assert [float(loss) for loss in layer.losses] == [3.0]
+    out = jax.jit(lambda x: layer(x))(jnp.ones(3))
+    assert out.tolist() == [2.0, 2.0, 2.0]
+    assert not any(isinstance(loss, jax.core.Tracer) for loss in layer.losses)
+    assert [float(loss) for loss in layer.losses] == [3.0]  # the concrete losses of the last eager call
+    assert [(m.name, m._count) for m in layer.metrics] == [("constant", 1)]
+    jax.grad(lambda x: jnp.sum(layer(x)))(jnp.ones(3))
+    assert [float(loss) for loss in layer.losses] == [3.0] and layer.metrics[0]._count == 1
+
+
+def test_stateless_call_still_returns_traced_losses_under_jit():
+    layer = LossAndMetric()
+    layer(jnp.ones(3))
+    out, _, losses = jax.jit(lambda x: layer.stateless_call([], [], x, return_losses=True))(jnp.full(3, 2.0))
+    assert [float(loss) for loss in losses] == [6.0] and out.tolist() == [4.0, 4.0, 4.0]
+    assert [float(loss) for loss in layer.losses] == [3.0] and layer.metrics[0]._count == 1
+
+
+# ---------------------------------------------------------------- issue 7: a failed call changes nothing
+
+
+class Tally(Layer):
+    """Counts, adds a loss and a metric, then fails when asked to."""
+
+    def build(self, input_shape):
+        self.total = self.add_weight(shape=(), initializer="zeros", trainable=False, name="total")
+
+    def call(self, x, fail=False):
+        self.total.assign_add(jnp.sum(x))
+        self.add_loss(jnp.sum(x))
+        self.add_metric(jnp.sum(x), name="sum")
+        if fail:
+            raise ValueError("bad batch")
+        return x
+
+
+def test_a_failed_call_keeps_no_metric_update():
+    layer = Tally()
+    layer(jnp.ones(2))
+    with pytest.raises(ValueError, match="bad batch"):
+        layer(jnp.ones(2), fail=True)
+    assert [(m.name, m.result(), m._count) for m in layer.metrics] == [("sum", 2.0, 1)]
+    fresh = Tally()
+    with pytest.raises(ValueError, match="bad batch"):
+        fresh(jnp.ones(2), fail=True)
+    assert fresh.metrics == []
+
+
+def test_a_failed_nested_call_caught_by_its_parent_keeps_no_write_loss_or_metric():
+    class Forgiving(Layer):
+        def __init__(self):
+            super().__init__()
+            self.inner = Tally()
+
+        def call(self, x):
+            self.inner(x)  # succeeds: kept
+            with contextlib.suppress(ValueError):
+                self.inner(10 * x, fail=True)
+            return x
+
+    outer = Forgiving()
+    outer(jnp.ones(2))
+    assert float(outer.inner.total.value) == 2.0
+    assert [float(loss) for loss in outer.losses] == [2.0]
+    assert [(m.name, m.result(), m._count) for m in outer.metrics] == [("sum", 2.0, 1)]
+
+
+def test_a_failed_first_call_leaves_the_layer_and_its_sublayers_unbuilt():
+    class Picky(Layer):
+        def __init__(self):
+            super().__init__(name="picky")
+            self.inner = Linear(2)
+
+        def call(self, x):
+            y = self.inner(x)
+            if x.shape[-1] != 3:
+                raise ValueError("needs 3 features")
+            return y
+
+    layer = Picky()
+    with pytest.raises(ValueError, match="needs 3 features"):
+        layer(jnp.ones((1, 5)))
+    assert not layer.built and not layer.inner.built and layer.weights == []
+    assert not hasattr(layer.inner, "kernel")
+    layer(jnp.ones((1, 3)))
+    assert layer.inner.kernel.shape == (3, 2) and layer.count_params() == 3 * 2 + 2
+
+    class FailsAfterBuild(Linear):
+        def call(self, inputs):
+            raise RuntimeError("boom")
+
+    lone = FailsAfterBuild(2)
+    with pytest.raises(RuntimeError, match="boom"):
+        lone(jnp.ones((1, 4)))
+    assert not lone.built and lone.weights == []
+
+
+def test_a_failed_nested_first_call_caught_by_the_parent_unbuilds_the_sublayer():
+    class TriesFirst(Layer):
+        def __init__(self):
+            super().__init__()
+            self.inner = Tally()
+
+        def call(self, x):
+            with contextlib.suppress(ValueError):
+                self.inner(x, fail=True)
+            return x
+
+    outer = TriesFirst()
+    outer(jnp.ones(2))
+    assert not outer.inner.built and outer.weights == [] and outer.metrics == []
+
+
+# ---------------------------------------------------------------- issue 7: lists of numbers as inputs
+
+
+def test_a_nested_list_of_numbers_is_converted_to_an_array():
+    layer = Linear(2, dtype="mixed_bfloat16")
+    out = layer([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    assert out.shape == (2, 2) and out.dtype == jnp.bfloat16 and layer.kernel.shape == (3, 2)
+    expected = np.asarray([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]) @ np.asarray(layer.kernel.value, np.float64)
+    np.testing.assert_allclose(np.asarray(out, np.float64), expected, rtol=2e-2)
+    (ints,), _ = Echo()([[1, 2], [3, 4]])
+    assert isinstance(ints, jax.Array) and ints.dtype == jnp.int32 and ints.shape == (2, 2)
+
+
+def test_a_list_of_arrays_stays_a_list_and_a_ragged_list_is_a_clear_error():
+    class Sum(Layer):
+        def build(self, input_shape):
+            self.received = input_shape
+
+        def call(self, inputs):
+            return inputs[0] + inputs[1]
+
+    layer = Sum()
+    layer([jnp.ones(2), np.ones(2)])
+    assert layer.received == [(2,), (2,)]
+    ragged = Linear(2, name="ragged")
+    with pytest.raises(ValueError, match=r"'ragged'.*positional argument 0.*\[\[1.0, 2.0\], \[3.0\]\].*rectangular"):
+        ragged([[1.0, 2.0], [3.0]])
+    assert not ragged.built

@@ -307,11 +307,13 @@ def test_losses_are_cleared_per_top_level_call_and_collected_from_sublayers():
     out = layer(x)
     losses = layer.losses
     assert all(loss.dtype == jnp.float32 for loss in losses)
-    # own add_loss, own weight regularizer (0.5 * 1^2), sublayer activity loss, own activity loss
+    # own add_loss, own weight regularizer (0.5 * 1^2), sublayer activity loss, own activity loss;
+    # activity losses are divided by the batch size (2), as in Keras
     values = sorted(float(loss) for loss in losses)
     dense_out = np.asarray(layer.dense(x).astype(jnp.float32), np.float64)  # top-level call: resets dense's losses
-    expected_activity_l2 = float(np.sum(dense_out**2))
-    expected = sorted([6.0, 0.5, expected_activity_l2, 0.01 * float(np.sum(np.abs(np.asarray(out, np.float64))))])
+    expected_activity_l2 = float(np.sum(dense_out**2)) / 2
+    own_activity_l1 = 0.01 * float(np.sum(np.abs(np.asarray(out, np.float64)))) / 2
+    expected = sorted([6.0, 0.5, expected_activity_l2, own_activity_l1])
     np.testing.assert_allclose(values, expected, rtol=2e-2)
     layer(x)
     assert len(layer.losses) == 4  # not 8: each top-level call starts afresh
@@ -395,3 +397,60 @@ def test_input_spec_attribute_is_checked():
     with pytest.raises(ValueError, match=r"expected axis -1 of the input shape to have value 3.*\(1, 4\)"):
         layer(jnp.ones((1, 4)))
     assert layer(jnp.ones((1, 3))).shape == (1, 2)
+
+
+# ---------------------------------------------------------------- issue 7 (H3): weights, add_weight, input_spec
+
+
+def test_set_weights_validates_every_value_before_it_assigns_any():
+    layer = Linear(2, name="lin")
+    layer(jnp.ones((1, 3)))
+    before = layer.get_weights()
+    with pytest.raises(TypeError, match=r"'lin'.*index 1.*'lin/bias'.*str.*numeric"):
+        layer.set_weights([np.zeros((3, 2)), np.array(["a", "b"])])
+    with pytest.raises(TypeError, match=r"index 1.*'lin/bias'.*object"):
+        layer.set_weights([np.zeros((3, 2)), np.array([object(), object()])])
+    with pytest.raises(ValueError, match=r"'lin'.*index 0.*'lin/kernel'.*ragged.*\[\[1.0, 2.0\], \[3.0\]\]"):
+        layer.set_weights([[[1.0, 2.0], [3.0]], np.zeros(2)])
+    for a, b in zip(before, layer.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    layer.set_weights([[[1, 2], [3, 4], [5, 6]], (7.0, 8.0)])  # nested lists and ints are converted
+    assert layer.get_weights()[0].dtype == np.float32 and layer.get_weights()[1].tolist() == [7.0, 8.0]
+
+
+def test_set_weights_on_an_unbuilt_layer_says_it_is_not_built():
+    layer = Linear(2, name="fresh")
+    with pytest.raises(ValueError, match=r"Layer 'fresh' is not built yet.*build\(input_shape\).*call it"):
+        layer.set_weights([np.zeros((3, 2)), np.zeros(2)])
+    assert not layer.built and layer.weights == []
+
+
+def test_add_weight_with_the_name_first_is_a_clear_type_error():
+    layer = Layer(name="plain")
+    with pytest.raises(TypeError, match=r"add_weight\(\) takes the shape first.*'matrix'.*name='matrix'"):
+        layer.add_weight("matrix", shape=(2, 3))
+    with pytest.raises(TypeError, match=r"received the string 'matrix'"):
+        layer.add_weight("matrix")
+    assert layer.weights == []
+    assert layer.add_weight((2,), name="ok").shape == (2,)
+
+
+@pytest.mark.parametrize("bad", ["x", 3, [InputSpec(), "y"], {"a": 1}])
+def test_input_spec_setter_rejects_what_is_not_a_spec(bad):
+    layer = Linear(2, name="lin")
+    with pytest.raises(TypeError, match=r"input_spec of layer 'lin' must be an InputSpec, a list/tuple/dict of them"):
+        layer.input_spec = bad
+    assert layer.input_spec is None
+
+
+def test_input_spec_accepts_specs_lists_dicts_and_none():
+    layer = Layer()
+    spec = InputSpec(ndim=2)
+    layer.input_spec = spec
+    assert layer.input_spec is spec
+    layer.input_spec = [spec, None]
+    assert layer.input_spec == [spec, None]
+    layer.input_spec = {"a": spec}
+    assert layer.input_spec == {"a": spec}
+    layer.input_spec = None
+    assert layer.input_spec is None
