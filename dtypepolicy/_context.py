@@ -27,20 +27,20 @@ class scoped(Generic[T]):  # lower case: used like the function it replaced
         self._value = value
 
     def __enter__(self) -> T:
-        token = self._var.set(self._value)
-        _open_scopes.set((*_open_scopes.get(), (self, token)))
+        _open_scopes.set((*_open_scopes.get(), (self, self._var.set(self._value))))
         return self._value
 
     def __exit__(self, *exc_info: object) -> None:
         entries = _open_scopes.get()
-        for index in range(len(entries) - 1, -1, -1):
-            if entries[index][0] is self:
-                break
+        if entries and entries[-1][0] is self:  # the usual case: exits mirror entries
+            index = len(entries) - 1
         else:
-            raise RuntimeError(
-                f"This scope (setting {self._var.name} to {self._value!r}) was exited without being entered "
-                f"in this thread or task; use it as `with scope: ...`."
-            )
+            index = next((i for i in range(len(entries) - 1, -1, -1) if entries[i][0] is self), -1)
+            if index < 0:
+                raise RuntimeError(
+                    f"This scope (setting {self._var.name} to {self._value!r}) was exited without being "
+                    f"entered in this thread or task; use it as `with scope: ...`."
+                )
         _open_scopes.set(entries[:index] + entries[index + 1 :])
         self._var.reset(entries[index][1])
 
