@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import pytest
 
 from layers import InputSpec
-from layers._input_spec import check_input_spec
+from layers._input_spec import check_input_spec, checked_input_spec
 
 
 @pytest.mark.parametrize(
@@ -80,3 +80,24 @@ def test_a_nested_list_of_numbers_is_one_input():
     check_input_spec(InputSpec(min_ndim=2, axes={-1: 2}), [[1.0, 2.0]], "dense")
     with pytest.raises(ValueError, match=r"expected axis -1 .* value 3, but received input with shape \(1, 2\)"):
         check_input_spec(InputSpec(axes={-1: 3}), [[1.0, 2.0]], "dense")
+
+
+def test_a_dict_of_specs_matches_a_dict_input_by_key():
+    specs = {"tokens": InputSpec(ndim=2), "extra": InputSpec(ndim=1, optional=True)}
+    check_input_spec(specs, {"extra": jnp.ones(3), "tokens": jnp.ones((1, 2))}, "model")
+    check_input_spec(specs, {"tokens": jnp.ones((1, 2))}, "model")  # an optional key may be missing
+    with pytest.raises(ValueError, match=r"Input 0 of layer 'model' is incompatible.*expected ndim=2, found ndim=1"):
+        check_input_spec(specs, {"tokens": jnp.ones(2), "extra": jnp.ones(3)}, "model")
+    with pytest.raises(ValueError, match="Input 0 of layer 'model' is None, but the input is not optional"):
+        check_input_spec(specs, {"extra": jnp.ones(3)}, "model")
+    check_input_spec(specs, [jnp.ones((1, 2)), jnp.ones(3)], "model")  # a list: in the dict's order
+
+
+def test_checked_input_spec():
+    spec = InputSpec()
+    assert checked_input_spec(None, "x") is None and checked_input_spec(spec, "x") is spec
+    assert checked_input_spec((spec, None), "x") == (spec, None)
+    assert type(checked_input_spec([spec], "x")) is list and checked_input_spec({"a": spec}, "x") == {"a": spec}
+    for bad in ["x", [spec, 3], {1: spec}, InputSpec]:
+        with pytest.raises(TypeError, match=r"input_spec of layer 'x' must be an InputSpec.*received"):
+            checked_input_spec(bad, "x")

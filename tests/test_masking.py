@@ -32,3 +32,16 @@ def test_entries_die_with_their_arrays():
     del x
     gc.collect()
     assert key not in _masks
+
+
+def test_carry_mask_gives_a_converted_copy_the_mask_of_its_source():
+    from layers._masking import carry_mask
+
+    x, mask = jnp.ones(3), jnp.array([True, False, True])
+    attach_mask(x, mask)
+    copy = x.astype(jnp.bfloat16)
+    assert carry_mask(x, copy) is copy and get_mask(copy) is mask
+    plain = jnp.ones(2)
+    other = plain.astype(jnp.float16)
+    assert carry_mask(plain, other) is other and get_mask(other) is None
+    assert carry_mask(x, x) is x

@@ -26,3 +26,26 @@ def test_traced_values_are_not_accumulated():
 def test_bad_aggregation():
     with pytest.raises(ValueError, match="received 'max'"):
         Metric("m", "max")
+
+
+def test_host_value_means_in_float64_and_skips_tracers():
+    from layers._metrics import host_value
+
+    assert host_value(jnp.array([1.0, 2.0], jnp.bfloat16)) == 1.5 and host_value(3) == 3.0
+    seen = []
+    jax.jit(lambda x: seen.append(host_value(x)) or x)(jnp.ones(()))
+    assert seen == [None]
+    with pytest.raises(TypeError, match="A metric value must be a number or a numeric array, received 'high'"):
+        host_value("high")
+
+
+def test_default_names_skip_taken_and_pending_names():
+    from layers import Layer
+    from layers._metrics import apply_report, default_name
+
+    layer = Layer(name="probe")
+    assert default_name(layer, set()) == "probe_metric"
+    apply_report(layer, "probe_metric", "sum", 2.0)
+    assert default_name(layer, {"probe_metric_1"}) == "probe_metric_2"
+    (metric,) = layer._metrics_by_name.values()
+    assert metric.aggregation == "sum" and metric.result() == 2.0

@@ -1,6 +1,8 @@
 """Call and build signature facts."""
 
-from layers._signature import build_parameters, call_signature
+import pytest
+
+from layers._signature import FIRST_INPUT, build_parameters, build_plan, call_signature
 
 
 def test_call_signature_facts():
@@ -24,3 +26,75 @@ def test_build_parameters():
         pass
 
     assert build_parameters(build) == ("x_shape", "y_shape")
+
+
+def test_bind_lists_keyword_arguments_collected_by_var_keyword_by_name():
+    def call(self, x, *args, **kwargs):
+        return x
+
+    assert call_signature(call).bind((1, 2), {"extra": 3}) == {"x": 1, "args": (2,), "extra": 3}
+
+
+def test_mask_arguments_pair_each_argument_with_its_mask_parameter():
+    def call(self, query, value, key=None, query_mask=None, value_mask=None, mask=None, training=None):
+        return query
+
+    assert call_signature(call).mask_arguments == (("query", "query_mask"), ("value", "value_mask"))
+    assert call_signature(call).argument_names == (
+        "query",
+        "value",
+        "key",
+        "query_mask",
+        "value_mask",
+        "mask",
+        "training",
+    )
+
+
+def _call_xy(self, x, y=None):
+    return x
+
+
+def test_build_plan_follows_keras_3():
+    def one(self, input_shape):
+        pass
+
+    def named(self, y_shape):
+        pass
+
+    def unrelated(self, z_shape):
+        pass
+
+    def two(self, y_shape, x_shape):
+        pass
+
+    def none(self):
+        pass
+
+    assert build_plan(one, _call_xy) == (FIRST_INPUT,)
+    assert build_plan(named, _call_xy) == ("y",)
+    assert build_plan(unrelated, _call_xy) == (FIRST_INPUT,)  # one parameter: its name is not checked
+    assert build_plan(two, _call_xy) == ("y", "x")
+    assert build_plan(none, _call_xy) == ()
+
+
+def test_build_plan_rejects_several_parameters_that_are_not_call_argument_shapes():
+    def misnamed(self, foo_shape, y_shape):
+        pass
+
+    def unsuffixed(self, x, y_shape):
+        pass
+
+    with pytest.raises(
+        ValueError, match=r"'foo_shape' names no call\(\) argument 'foo'.*build\(self, x_shape, y_shape\)"
+    ):
+        build_plan(misnamed, _call_xy)
+    with pytest.raises(
+        ValueError, match=r"\('x', 'y_shape'\) do not match call\(\) arguments \('x', 'y'\): 'x' does not"
+    ):
+        build_plan(unsuffixed, _call_xy)
+
+    def call_with_kwargs(self, x, **kwargs):
+        return x
+
+    assert build_plan(misnamed, call_with_kwargs) == ("foo", "y")  # **kwargs may bring them

@@ -1,0 +1,82 @@
+"""Call transactions: a layer call's writes, losses, metric reports and builds, kept or undone together."""
+
+import contextlib
+
+import jax.numpy as jnp
+import pytest
+
+import dtypepolicy as dp
+from layers import Layer
+from layers._transaction import CallTransaction, current, note_metric
+from tests._layers_for_tests import Linear
+
+
+def test_a_nested_transaction_hands_its_changes_to_the_parent_and_the_outermost_applies_them():
+    layer = Layer(name="owner")
+    variable = layer.add_weight(shape=(), initializer="zeros", name="v")
+    with CallTransaction() as outer:
+        with CallTransaction() as inner:
+            assert current() is inner and inner.parent is outer
+            variable.assign(2.0)
+            layer.add_loss(jnp.asarray(1.0))
+            note_metric(layer, 4.0, "m", "mean")
+        inner.commit()
+        assert float(variable._value) == 0.0 and layer.metrics == []  # not applied yet
+        assert len(outer.losses) == 1 and len(outer.metrics) == 1
+    outer.commit()
+    assert current() is None
+    assert float(variable.value) == 2.0 and [m.result() for m in layer.metrics] == [4.0]
+
+
+def test_rollback_takes_back_losses_and_builds_and_drops_writes():
+    layer = Linear(2)
+    with CallTransaction() as outer:
+        with CallTransaction() as inner:
+            layer.build((1, 3))
+            layer.kernel.assign(jnp.ones((3, 2)))
+            layer.add_loss(jnp.asarray(5.0))
+        inner.rollback()
+        assert outer.builds == [] and outer.losses == []
+    outer.commit()
+    assert not layer.built and layer.weights == [] and layer.losses == []
+
+
+def test_outside_a_call_metric_reports_apply_at_once_and_bad_reports_raise():
+    layer = Layer(name="direct")
+    note_metric(layer, 1.0, None, "mean")
+    note_metric(layer, 3.0, None, "sum")
+    assert [(m.name, m.result()) for m in layer.metrics] == [("direct_metric", 1.0), ("direct_metric_1", 3.0)]
+    with pytest.raises(ValueError, match="received 'median'"):
+        note_metric(layer, 1.0, "x", "median")
+    with pytest.raises(TypeError, match="add_metric name must be a str or None, received 3"):
+        note_metric(layer, 1.0, 3, "mean")
+
+
+def test_unnamed_metrics_in_one_call_get_distinct_names():
+    class TwoReports(Layer):
+        def call(self, x):
+            self.add_metric(jnp.sum(x))
+            self.add_metric(jnp.max(x))
+            return x
+
+    layer = TwoReports(name="two")
+    layer(jnp.arange(3.0))
+    assert [(m.name, m.result()) for m in layer.metrics] == [("two_metric", 3.0), ("two_metric_1", 2.0)]
+
+
+def test_a_user_stateless_scope_around_a_call_keeps_its_writes_in_the_scope():
+    layer = Layer()
+    counter = layer.add_weight(shape=(), initializer="zeros", name="n")
+
+    class Bump(Layer):
+        def call(self, x):
+            counter.assign_add(1.0)
+            return x
+
+    bump = Bump()
+    with dp.StatelessScope() as scope:
+        bump(jnp.ones(1))
+        with contextlib.suppress(ValueError), CallTransaction():
+            counter.assign_add(10.0)
+            raise ValueError
+    assert float(scope.get_current_value(counter)) == 1.0 and float(counter.value) == 0.0
