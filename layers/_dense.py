@@ -4,6 +4,10 @@ The product takes the compute-dtype inputs and kernel, accumulates in float32 (S
 bias is added to that float32 accumulator before the single rounding to the compute dtype. The
 bias is created with `autocast=False` so that `call` reads the float32 master itself instead of
 a copy already rounded to 16 bits; the activation then runs in the compute dtype.
+
+An eager call is one compiled dispatch: the raw input and the stored weights go into the jitted
+forward, which does the casts to the compute dtype itself (two eager casts cost more than the
+product at small sizes).
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import jax
 import jax.numpy as jnp
 
 from dtypepolicy import _numerics
+from dtypepolicy._autocast import current_autocast_dtype
+from dtypepolicy._dtypes import is_float
 from layers import activations
 from layers._arguments import check_bool, check_positive_int, set_weight_arguments, weight_arguments_config
 from layers._input_spec import InputSpec
@@ -24,17 +30,23 @@ from layers._layer import Layer
 __all__ = ["Dense"]
 
 
-def as_floating(x: jax.Array, dtype: Any) -> jax.Array:
-    """Integer and bool inputs become `dtype` (autocast leaves them alone); floats pass."""
-    return x if jnp.issubdtype(x.dtype, jnp.inexact) else x.astype(dtype)
-
-
-@functools.partial(jax.jit, static_argnames="activation")
-def _dense_forward(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, activation: Any) -> jax.Array:
-    # One compiled dispatch per eager call instead of one per op (SPEC §8 eager overhead);
-    # inside a caller's jit it is inlined.
+@functools.partial(jax.jit, static_argnames=("activation", "dtypes"))
+def _dense_forward(
+    x: jax.Array, kernel: jax.Array, bias: jax.Array | None, activation: Any, dtypes: tuple[str, str, str | None]
+) -> jax.Array:
+    # One compiled dispatch per eager call, the casts included (SPEC §8 eager overhead); inside
+    # a caller's jit it is inlined.
+    x, kernel, bias = cast_operands(x, kernel, bias, dtypes)
     outputs = _numerics.dense_matmul(x, kernel, bias)
     return outputs if activation is None else activation(outputs)
+
+
+def cast_operands(
+    x: jax.Array, kernel: jax.Array, bias: jax.Array | None, dtypes: tuple[str, str, str | None]
+) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+    """Casts the raw operands to the dtypes `project` chose; runs inside the jitted forward."""
+    x_dtype, kernel_dtype, bias_dtype = dtypes
+    return x.astype(x_dtype), kernel.astype(kernel_dtype), None if bias is None else bias.astype(bias_dtype)
 
 
 def static_activation(activation: Callable[..., Any]) -> Any:
@@ -44,20 +56,64 @@ def static_activation(activation: Callable[..., Any]) -> Any:
     return activation if isinstance(activation, Hashable) else None
 
 
+def _read_dtype(variable: Any, autocast: str | None) -> str:
+    """The dtype `variable.value` has here: the autocast dtype for a floating autocast variable."""
+    stored = variable.dtype
+    if autocast is not None and variable.autocast and is_float(stored):
+        return autocast
+    return stored
+
+
+@functools.lru_cache(maxsize=256)
+def _input_dtype(dtype: Any, autocast: str | None, kernel_dtype: str) -> str:
+    """A floating input is read as `autocast` (if any); an integer or bool one as the kernel.
+
+    Cached: `numpy.dtype.name` alone costs more than a microsecond on every eager call.
+    """
+    if is_float(dtype):
+        return dtype.name if autocast is None else autocast
+    return dtype.name if jnp.issubdtype(dtype, jnp.inexact) else kernel_dtype
+
+
 def project(layer: Layer, inputs: jax.Array, forward: Callable[..., jax.Array]) -> jax.Array:
-    """Runs `forward(x, kernel, bias, activation)` for a layer with `kernel`, `bias`, `activation`.
+    """Runs `forward(x, kernel, bias, activation=, dtypes=)` for a layer with `kernel`, `bias`, `activation`.
+
+    The forward gets the raw input and the stored (float32 master) weights and casts them
+    itself, inside its one jitted dispatch: eager casts would each cost a dispatch of their own
+    (SPEC §8). `dtypes` are those the call pipeline and the autocast reads would have produced:
+    a floating input becomes the autocast dtype when one is active (the layer's compute dtype
+    when it autocasts, the pipeline having left the input alone, see `_autocast_inputs`), an
+    integer or bool input becomes the kernel's read dtype, and each weight its `.value` dtype.
 
     The activation goes inside the jitted forward when it is hashable; an unhashable one cannot
     be a static jit argument and runs after it. (Dense and EinsumDense share this; a precision
     strategy such as float8 will plug in here.)
     """
-    kernel = layer.kernel.value
-    bias = None if layer.bias is None else layer.bias.value
+    autocast = current_autocast_dtype()
+    kernel_variable, bias_variable = layer.kernel, layer.bias
+    kernel_dtype = _read_dtype(kernel_variable, autocast)
+    x_dtype = _input_dtype(inputs.dtype, autocast, kernel_dtype)
+    bias, bias_dtype = None, None
+    if bias_variable is not None:
+        bias, bias_dtype = bias_variable._read_storage(), _read_dtype(bias_variable, autocast)
     activation = static_activation(layer.activation)
-    outputs = forward(as_floating(inputs, kernel.dtype), kernel, bias, activation)
+    outputs = forward(
+        inputs, kernel_variable._read_storage(), bias, activation=activation, dtypes=(x_dtype, kernel_dtype, bias_dtype)
+    )
     if activation is None and layer.activation is not activations.linear:
         outputs = layer.activation(outputs)
     return outputs
+
+
+def restore_input_autocast(cls: type) -> None:
+    """Gives a subclass that replaces `call` the pipeline's input autocast back.
+
+    Dense and EinsumDense set `_autocast_inputs = False` because `project` casts the input; a
+    subclass whose own `call` may not reach `project` needs the pipeline to cast for it (a cast
+    of an input already in the compute dtype costs nothing inside `project`).
+    """
+    if "call" in cls.__dict__ and "_autocast_inputs" not in cls.__dict__:
+        cls._autocast_inputs = True
 
 
 class Dense(Layer):
@@ -92,6 +148,12 @@ class Dense(Layer):
       >>> y.shape, y.dtype, layer.kernel.dtype, layer.bias.dtype
       ((2, 4), dtype(bfloat16), 'float32', 'float32')
     """
+
+    _autocast_inputs = False  # `project` casts inside the jitted forward
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        restore_input_autocast(cls)
 
     def __init__(
         self,

@@ -19,7 +19,7 @@ import numpy as np
 from dtypepolicy import _numerics
 from layers import activations
 from layers._arguments import set_weight_arguments, weight_arguments_config
-from layers._dense import project
+from layers._dense import cast_operands, project, restore_input_autocast
 from layers._input_spec import InputSpec
 from layers._layer import Layer
 
@@ -48,11 +48,17 @@ class _Equation:
         return self.outputs if self.ellipsis == "left" else self.outputs[1:]
 
 
-@functools.partial(jax.jit, static_argnames=("equation", "activation"))
+@functools.partial(jax.jit, static_argnames=("equation", "activation", "dtypes"))
 def _einsum_forward(
-    equation: str, x: jax.Array, kernel: jax.Array, bias: jax.Array | None, activation: Any
+    equation: str,
+    x: jax.Array,
+    kernel: jax.Array,
+    bias: jax.Array | None,
+    activation: Any,
+    dtypes: tuple[str, str, str | None],
 ) -> jax.Array:
-    # One compiled dispatch per eager call; inlined inside a caller's jit.
+    # One compiled dispatch per eager call, the casts included; inlined inside a caller's jit.
+    x, kernel, bias = cast_operands(x, kernel, bias, dtypes)
     outputs = _numerics.einsum(equation, x, kernel, bias)
     return outputs if activation is None else activation(outputs)
 
@@ -204,6 +210,12 @@ class EinsumDense(Layer):
       >>> y.shape, y.dtype, layer.kernel.shape, layer.bias.shape
       ((4, 5, 2, 8), dtype(bfloat16), (16, 2, 8), (2, 8))
     """
+
+    _autocast_inputs = False  # `project` casts inside the jitted forward
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        restore_input_autocast(cls)
 
     def __init__(
         self,

@@ -1,5 +1,6 @@
 """Dense: one rounding after a float32 accumulation and bias, input_spec, configs, errors."""
 
+import contextlib
 import json
 import math
 
@@ -117,6 +118,104 @@ def test_one_rounding_beats_rounding_twice_on_a_64x512x256_mixed_bfloat16_dense(
     # Measured here: layer 1.648e-3 (equal to the best a bfloat16 output can do), twice 2.441e-3.
     assert measured["layer"] < measured["twice"], measured
     assert measured["layer"] <= 1.01 * measured["best"], measured
+
+
+# The explicit formula, one jnp op at a time: cast input and kernel to the compute dtype, dot
+# with a float32 accumulator, add the float32 bias, round once; then activation and output dtype.
+_DOT = (((2,), (0,)), ((), ()))
+
+
+def _explicit_formula(x, kernel, bias, compute, output=None, activation=lambda y: y):
+    x = jnp.asarray(x).astype(compute)  # floating and integer inputs alike
+    product = jax.lax.dot_general(x, jnp.asarray(kernel).astype(compute), _DOT, preferred_element_type=jnp.float32)
+    y = activation((product + jnp.asarray(bias).astype(jnp.float32)).astype(compute))
+    return y if output is None else y.astype(output)
+
+
+EXACT_POLICIES = [*POLICIES, "p=f32,c=bf16,o=f32"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("policy", EXACT_POLICIES)
+def test_matches_the_explicit_formula_bit_for_bit(policy, mode):
+    p = dp.get(policy)
+    layer = Dense(24, activation="relu", bias_initializer="random_normal", dtype=policy)
+    x = _normal((3, 5, 40), 20).astype(np.float32)
+    layer(x)
+    y = _run(layer, x, mode)
+    kernel, bias = layer.kernel._read_storage(), layer.bias._read_storage()
+    expected = _explicit_formula(x, kernel, bias, p.compute_dtype, p.output_dtype, lambda v: jnp.maximum(v, 0))
+    assert y.dtype == expected.dtype
+    np.testing.assert_array_equal(np.asarray(y, np.float32), np.asarray(expected, np.float32))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_integer_inputs_match_the_explicit_formula_bit_for_bit(mode):
+    layer = Dense(8, bias_initializer="random_normal", dtype="mixed_float16")
+    x = np.arange(2 * 3 * 7, dtype=np.int32).reshape(2, 3, 7) % 5
+    layer(x)
+    y = _run(layer, x, mode)
+    expected = _explicit_formula(x, layer.kernel._read_storage(), layer.bias._read_storage(), "float16")
+    np.testing.assert_array_equal(np.asarray(y, np.float32), np.asarray(expected, np.float32))
+
+
+def test_without_autocast_a_16_bit_input_takes_the_kernel_to_its_dtype():
+    # autocast=False: the input keeps its dtype and the float32 kernel is cast to it, as before.
+    layer = Dense(4, bias_initializer="random_normal", dtype="mixed_bfloat16", autocast=False)
+    x16 = jnp.asarray(_normal((2, 3, 5), 21), jnp.bfloat16)
+    y16 = layer(x16)
+    kernel, bias = layer.kernel._read_storage(), layer.bias._read_storage()
+    np.testing.assert_array_equal(
+        np.asarray(y16, np.float32), np.asarray(_explicit_formula(x16, kernel, bias, "bfloat16"), np.float32)
+    )
+    y32 = layer(np.asarray(x16, np.float32))
+    assert y32.dtype == jnp.float32
+
+
+def test_a_user_autocast_scope_does_not_reach_the_layer_weights():
+    # The layer's own policy decides: a float32 Dense called inside a bfloat16 scope stays float32.
+    layer = Dense(4, bias_initializer="random_normal")
+    x = _normal((2, 3, 5), 22).astype(np.float32)
+    expected = layer(x)
+    with dp.autocast_scope("bfloat16"):
+        np.testing.assert_array_equal(layer(x), expected)
+
+
+@contextlib.contextmanager
+def _compilations():
+    compiled = []
+
+    def listener(event, seconds, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiled.append(seconds)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield compiled
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "float32"])
+def test_an_eager_call_runs_one_compiled_computation(policy):
+    # The input and kernel casts happen inside the one jitted forward: an eager call on a batch
+    # size never seen before compiles that forward and nothing else (two eager casts used to
+    # compile, and dispatch on every call, on their own).
+    layer = Dense(7, dtype=policy)
+    layer(np.ones((1, 13), np.float32))
+    x = jax.block_until_ready(jnp.ones((29, 13), jnp.float32))
+    with _compilations() as compiled:
+        layer(x)
+    assert len(compiled) == 1
+
+
+def test_a_subclass_with_its_own_call_still_gets_cast_inputs():
+    class Passthrough(Dense):
+        def call(self, inputs):
+            return inputs
+
+    y = Passthrough(3, dtype="mixed_bfloat16")(np.ones((2, 3), np.float32))
+    assert y.dtype == jnp.bfloat16
 
 
 def test_bias_is_added_unrounded_to_the_float32_accumulator():

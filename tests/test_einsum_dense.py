@@ -1,8 +1,10 @@
 """EinsumDense: shapes from the equation, the attention projections, one rounding, configs, errors."""
 
+import contextlib
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -174,6 +176,67 @@ def test_same_as_dense_bit_for_bit_in_mixed_bfloat16():
         np.testing.assert_array_equal(
             np.asarray(_run(einsum, x, mode), np.float32), np.asarray(_run(dense, x, mode), np.float32)
         )
+
+
+EXACT_POLICIES = [*POLICIES, "p=f32,c=bf16,o=f32"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("policy", EXACT_POLICIES)
+def test_matches_the_explicit_formula_bit_for_bit(policy, mode):
+    # Cast input and kernel to the compute dtype, einsum with a float32 accumulator, add the
+    # float32 bias, round once, then the output dtype: one jnp op at a time.
+    p = dp.get(policy)
+    layer = EinsumDense("abc,cde->abde", output_shape=(None, 3, 8), bias_axes="de", dtype=policy)
+    x = _normal((2, 5, 24), 30)
+    layer(x)
+    _randomize(layer, 31)
+    y = _run(layer, x, mode)
+    compute = p.compute_dtype
+    kernel, bias = layer.kernel._read_storage(), layer.bias._read_storage()
+    product = jnp.einsum(
+        "abc,cde->abde", jnp.asarray(x).astype(compute), kernel.astype(compute), preferred_element_type=jnp.float32
+    )
+    expected = (product + bias.astype(jnp.float32)).astype(compute)
+    if p.output_dtype is not None:
+        expected = expected.astype(p.output_dtype)
+    assert y.dtype == expected.dtype
+    np.testing.assert_array_equal(np.asarray(y, np.float32), np.asarray(expected, np.float32))
+
+
+@contextlib.contextmanager
+def _compilations():
+    compiled = []
+
+    def listener(event, seconds, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiled.append(seconds)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield compiled
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def test_an_eager_call_runs_one_compiled_computation():
+    # The casts happen inside the jitted forward: a new batch size compiles that and nothing else.
+    layer = EinsumDense("abc,cd->abd", output_shape=(None, 9), bias_axes="d", dtype="mixed_bfloat16")
+    layer(np.ones((1, 2, 11), np.float32))
+    x = jax.block_until_ready(jnp.ones((31, 2, 11), jnp.float32))
+    with _compilations() as compiled:
+        y = layer(x)
+    assert y.dtype == jnp.bfloat16
+    assert len(compiled) == 1
+
+
+def test_a_subclass_with_its_own_call_still_gets_cast_inputs():
+    class Passthrough(EinsumDense):
+        def call(self, inputs):
+            return inputs
+
+    y = Passthrough("ab,bc->ac", output_shape=3, dtype="mixed_float16")(np.ones((2, 3), np.float32))
+    assert y.dtype == jnp.float16
 
 
 def test_no_bias_and_activation():
