@@ -284,7 +284,8 @@ def stateless_call(
     saved_metrics = {id(m): (m, m._total, m._count) for m in layer.metrics}
     metric_tables = [(owner, dict(owner._metrics_by_name)) for owner in layer._flatten_layers()]
     try:
-        with dp.StatelessScope(mapping) as scope:
+        # Its own transaction root: nothing a stateless call reports reaches an enclosing call.
+        with dp.StatelessScope(mapping) as scope, _transaction.isolated():
             outputs = run(layer, args, kwargs)
             losses = layer.losses if return_losses else None
         new_values = [scope.get_current_value(variable) for variable in non_trainable]

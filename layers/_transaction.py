@@ -16,6 +16,7 @@ from typing import Any
 import jax
 
 import dtypepolicy as dp
+from dtypepolicy._context import scoped
 from layers import _metrics
 
 _current: ContextVar[CallTransaction | None] = ContextVar("layers_call_transaction", default=None)
@@ -117,6 +118,11 @@ class CallTransaction:
                     break
         for record in reversed(self.builds):
             record.undo()
+
+
+def isolated() -> scoped:
+    """A block whose layer calls start a new outermost transaction (used by `stateless_call`)."""
+    return scoped(_current, None)
 
 
 def note_loss(layer: Any, loss: Any) -> None:

@@ -764,3 +764,25 @@ def test_a_list_of_arrays_stays_a_list_and_a_ragged_list_is_a_clear_error():
     with pytest.raises(ValueError, match=r"'ragged'.*positional argument 0.*\[\[1.0, 2.0\], \[3.0\]\].*rectangular"):
         ragged([[1.0, 2.0], [3.0]])
     assert not ragged.built
+
+
+def test_a_stateless_call_inside_a_call_reports_nothing_to_the_outer_call():
+    class Probe(Layer):
+        def __init__(self):
+            super().__init__()
+            self.inner = LossAndMetric()
+
+        def build(self, input_shape):
+            self.inner.build(input_shape)
+            self.probe_shape = self.inner.compute_output_shape(input_shape)  # traces a stateless_call
+
+        def call(self, x):
+            _, _, losses = self.inner.stateless_call([], [], x * 10, return_losses=True)
+            self.add_loss(losses[0])
+            return x
+
+    layer = Probe()
+    layer(jnp.ones(2))
+    assert layer.probe_shape == (2,)
+    assert [float(loss) for loss in layer.losses] == [20.0]  # the eager loss survives the traced probe
+    assert layer.metrics == []  # the stateless calls' metric values were never applied
