@@ -1,16 +1,20 @@
 """Main job: a short report of what the policy engine does, measured on this machine.
 
 The "Benchmarks" issue replaces this with throughput and precision reports; until then it
-shows policies, autocast and loss-scale state, and measures two things side by side in one
-run: precision (float32 vs bfloat16 master weights; a mixed_bfloat16 Dense vs rounding twice,
-both against float64) and the eager overhead of `Dense.__call__` over plain jnp calls.
+shows policies, autocast and loss-scale state, and measures side by side in one run: precision
+(float32 vs bfloat16 master weights; a mixed_bfloat16 Dense vs rounding twice, both against
+float64), the eager overhead of `Dense.__call__` over the same jnp calls, and the build + first
+call time of a TransformerBlock(width 64) in a fresh process (SPEC §8 targets: ≤ 1.3× and ≤ 1 s).
+`python -m benchmarks.compare_revisions` sets these last two figures of two checkouts side by side.
 """
 
 from __future__ import annotations
 
+import json
 import platform
-import statistics
-import time
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -73,37 +77,37 @@ def _dense_precision() -> None:
     print(f"  exact result rounded once to bf16 (the floor)  {_relative_error(best, exact):.3e}")
 
 
-def _median_microseconds(function: object, calls: int = 200, repeats: int = 7) -> float:
-    for _ in range(20):
-        jax.block_until_ready(function())
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(calls):
-            result = function()
-        jax.block_until_ready(result)
-        samples.append((time.perf_counter() - start) / calls * 1e6)
-    return statistics.median(samples)
-
-
-def _overhead_case(rows: int, features: int, units: int) -> tuple[float, float]:
-    import layers
-
-    x = jnp.ones((rows, features), jnp.float32)
-    layer = layers.Dense(units)
-    layer(x)
-    kernel, bias = layer.kernel.value, layer.bias.value
-    plain = _median_microseconds(lambda: jnp.matmul(x, kernel) + bias)
-    return plain, _median_microseconds(lambda: layer(x))
-
-
 def _dense_overhead() -> None:
-    """Eager Dense.__call__ against the same math as plain jnp calls, measured side by side."""
-    print("Eager Dense.__call__ vs plain jnp (median of 7 x 200 calls, same process)")
+    """Eager Dense.__call__ against the same math as eager jnp calls, measured side by side."""
+    from benchmarks import _probe
+
+    print("Eager Dense.__call__ vs the same jnp ops (medians of 15 alternating blocks of 200 calls)")
     for rows, features, units in [(8, 64, 64), (64, 512, 256)]:
-        plain, layer = _overhead_case(rows, features, units)
         shape = f"{rows}x{features}->{units}"
-        print(f"  float32 {shape:12} plain {plain:7.1f} us, layer {layer:7.1f} us, ratio {layer / plain:.2f}")
+        for policy in ["float32", "mixed_bfloat16"]:
+            figures = _probe.dense_overhead(policy, rows, features, units)
+            line = (
+                f"  {policy:14} {shape:12} layer {figures['layer_us']:7.1f} us, "
+                f"same ops {figures['ops_us']:7.1f} us, ratio {figures['ratio']:.2f}"
+            )
+            if "math_us" in figures:
+                line += f"; ops on 16-bit operands {figures['math_us']:7.1f} us, ratio {figures['ratio_math']:.2f}"
+            print(line)
+
+
+def _build_time() -> None:
+    """Build + first call of a TransformerBlock(width 64), in a fresh process (nothing compiled yet)."""
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks._probe", "--build-only"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    seconds = json.loads(result.stdout.strip().splitlines()[-1])["build_s"]
+    print("TransformerBlock(num_heads=4, key_dim=16, mlp_dim=256) on (2, 16, 64), fresh process")
+    print(f"  build + first eager call {seconds:.2f} s (target <= 1 s)")
 
 
 def _loss_scale() -> None:
@@ -124,6 +128,7 @@ def main() -> None:
     _autocast()
     _master_weight_drift()
     _dense_precision()
+    _build_time()
     _dense_overhead()
     _loss_scale()
 
