@@ -21,6 +21,7 @@ from layers._layer_serialization import deserialize, serialize
 from layers._normalization import LayerNormalization, RMSNormalization
 from layers._sequential import Sequential
 from layers._softmax import Softmax
+from layers._summary import UnmatchedPolicyKeyWarning
 from layers._transformer import TransformerBlock
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "Sequential",
     "Softmax",
     "TransformerBlock",
+    "UnmatchedPolicyKeyWarning",
     "activations",
     "constraints",
     "deserialize",

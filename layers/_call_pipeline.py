@@ -127,7 +127,7 @@ def run(layer: Any, args: tuple, kwargs: dict) -> Any:
         _restore_losses(saved_losses)
     else:
         transaction.commit()
-    return outputs
+    return layer._record_call(outputs)  # output shapes for summary(), policy-map key check
 
 
 def _restore_losses(saved: list) -> None:

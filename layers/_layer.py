@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +18,7 @@ from layers import (
     _input_spec,
     _names,
     _shapes,
+    _summary,
     _tracking,
     _transaction,
     _weights,
@@ -29,6 +31,11 @@ from layers._metrics import Metric
 # Framework attributes that hold state but must not be tracked as the layer's own state.
 _UNTRACKED = frozenset({"_parent", "_own_variables", "_own_layers", "_losses", "_metrics_by_name"})
 _QUANTIZATION_MODES = ("int8", "int4", "float8")
+# Not part of a pickled or deep-copied layer: links to the layers tracking it, and flags
+# that only mean something during a call or build.
+_NOT_COPIED = frozenset({"_parent", "_owners", "_building"})
+# Sets of own-variable ids: stored as positions in `_own_variables` when pickled.
+_ID_SETS = ("_state_ids", "_frozen_ids")
 # Constructor arguments the base class serializes itself (a policy map is not a plain value).
 _BASE_CONFIG_KEYS = frozenset({"name", "trainable", "dtype", "autocast", "activity_regularizer"})
 
@@ -71,6 +78,11 @@ class Layer(_tracking.Trackable):
     # Input casting can be switched off by layers that must see the raw input dtype
     # (normalization layers compute their statistics in float32 from whatever arrives).
     _autocast_inputs = True
+    # Tracking bookkeeping that only some layers need; instances replace these (never mutate).
+    _owners: tuple = ()  # (sequence number, weakref to a layer tracking this one), in tracking order
+    _frozen_ids: frozenset = frozenset()  # ids of own variables that `trainable = False` switched off
+    _map_checked = False  # whether a DTypePolicyMap held here was checked for unmatched keys
+    _last_output = None  # shapes and dtypes of the last call's outputs, for summary()
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Layer:
         instance = super().__new__(cls)
@@ -125,33 +137,41 @@ class Layer(_tracking.Trackable):
             )
 
     def __setattr__(self, name: str, value: Any) -> None:
-        has_state = _tracking.contains_state(value)
-        # Lists and dicts are wrapped even when empty: state appended to them later must be seen.
-        wrap_container = type(value) in (list, dict) and "_own_variables" in self.__dict__
-        if name in _UNTRACKED or not (has_state or wrap_container):
+        if name in _UNTRACKED:
             object.__setattr__(self, name, value)
             return
-        self._check_initialized()
-        self._track(value)
-        object.__setattr__(self, name, _tracking.wrap(value, self))
+        initialized = "_own_variables" in self.__dict__
+        replaced = self.__dict__.get(name) if initialized else None
+        # Lists and dicts are wrapped even when empty: state appended to them later must be seen.
+        if _tracking.contains_state(value) or (initialized and type(value) in (list, dict)):
+            self._check_initialized()
+            self._track(value)
+            value = _tracking.wrap(value, self)
+        object.__setattr__(self, name, value)
+        if replaced is not None and _tracking.may_hold_state(replaced):
+            self._untrack(replaced)
 
     def __delattr__(self, name: str) -> None:
         value = self.__dict__.get(name)
         object.__delattr__(self, name)
-        for item in _tracking.iter_state(value):
-            holder = self._own_variables if isinstance(item, dp.Variable) else self._own_layers
-            if any(entry is item for entry in holder):
-                holder[:] = [entry for entry in holder if entry is not item]
+        if name not in _UNTRACKED and value is not None and "_own_variables" in self.__dict__:
+            self._untrack(value)
 
     def _track(self, value: Any) -> None:
-        """Records every new Variable and Layer in `value` as this layer's own state."""
+        """Records every new Variable and Layer in `value` as this layer's own state.
+
+        Everything is checked before anything changes: a locked layer, or a layer that would
+        contain itself (a cycle), raises and leaves the tracking as it was.
+        """
         new = [
             item
-            for item in _tracking.iter_state(value)
+            for item in _tracking.unique(_tracking.iter_state(value))
             if item is not self
             and not any(entry is item for entry in (self._own_variables, self._own_layers)[isinstance(item, Layer)])
         ]
-        if new and self._locked:
+        if not new:
+            return
+        if self._locked:
             raise ValueError(
                 f"Layer {self.name!r} is already built; it cannot take new state "
                 f"({', '.join(getattr(item, 'path', repr(item)) for item in new)}). Create variables and "
@@ -160,21 +180,102 @@ class Layer(_tracking.Trackable):
         for item in new:
             if isinstance(item, Layer):
                 item._check_initialized()
+                self._check_no_cycle(item)
+        for item in new:
+            if isinstance(item, Layer):
                 self._own_layers.append(item)
-                if item._parent is None:
-                    object.__setattr__(item, "_parent", self)
-                    item._update_paths()
+                object.__setattr__(item, "_owners", (*item._owners, (_tracking.next_sequence(), weakref.ref(self))))
+                if not self._trainable and item._trainable:
+                    item.trainable = False
+                item._refresh_parents()
             else:
                 self._own_variables.append(item)
                 if item.path == item.name:
                     item._set_path(f"{self.path}/{item.name}")
+                if not self._trainable and item.trainable:
+                    item.trainable = False
+                    object.__setattr__(self, "_frozen_ids", self._frozen_ids | {id(item)})
+
+    def _check_no_cycle(self, layer: Layer) -> None:
+        inside = next((entry for entry in layer._flatten_layers() if entry is self), None)
+        if inside is not None:
+            raise ValueError(
+                f"Layer {self.name!r} cannot track layer {layer.name!r}: {layer.name!r} already contains "
+                f"{self.name!r} (as {self.path!r}), so tracking it would make a cycle. A layer cannot hold "
+                f"a layer that holds it; keep such a reference outside the layers (or pass it to call())."
+            )
+
+    def _held_state_ids(self) -> set[int]:
+        """Ids of the Variables and Layers this layer's attributes hold right now."""
+        held: set[int] = set()
+        for key, value in self.__dict__.items():
+            if key not in _UNTRACKED and _tracking.may_hold_state(value):
+                held.update(id(item) for item in _tracking.iter_state(value))
+        return held
+
+    def _untrack(self, value: Any) -> None:
+        """Forgets the state in `value` that no attribute of this layer holds any more."""
+        removed = [item for item in _tracking.unique(_tracking.iter_state(value)) if item is not self]
+        if not removed:
+            return
+        held = self._held_state_ids()
+        for item in removed:
+            if id(item) in held:
+                continue  # still held elsewhere, or added back
+            if isinstance(item, Layer):
+                if any(entry is item for entry in self._own_layers):
+                    self._own_layers[:] = [entry for entry in self._own_layers if entry is not item]
+                    owners = tuple(entry for entry in item._owners if entry[1]() is not self)
+                    object.__setattr__(item, "_owners", owners)
+                    item._refresh_parents()
+            elif any(entry is item for entry in self._own_variables):
+                self._own_variables[:] = [entry for entry in self._own_variables if entry is not item]
+                if id(item) in self._state_ids:
+                    self._state_ids.discard(id(item))
+                if id(item) in self._frozen_ids:  # it leaves the frozen layer: its own flag comes back
+                    item.trainable = True
+                    object.__setattr__(self, "_frozen_ids", self._frozen_ids - {id(item)})
+                if item.path == f"{self.path}/{item.name}":
+                    item._set_path(item.name)
+
+    def _root(self) -> Layer:
+        layer = self
+        while layer._parent is not None:
+            layer = layer._parent
+        return layer
+
+    def _choose_parent(self) -> Layer | None:
+        """The parent among the layers tracking this one (see "Paths" in docs/layer.md).
+
+        The latest owner decides the model; within that model the earliest owner is the parent,
+        so a second reference inside one model keeps the first path, and a layer put into
+        another model (`Sequential(old.layers)`) follows the new one.
+        """
+        owners = [owner for _, ref in sorted(self._owners, key=lambda entry: entry[0]) if (owner := ref()) is not None]
+        if not owners:
+            return None
+        root = owners[-1]._root()
+        return next(owner for owner in owners if owner._root() is root)
+
+    def _refresh_parents(self) -> None:
+        """Re-derives the parent of this layer and everything inside it, then their paths."""
+        subtree = self._flatten_layers()
+        for _ in range(len(subtree)):  # parents depend on other parents: repeat until stable
+            changed = False
+            for layer in subtree:
+                parent = layer._choose_parent()
+                if parent is not layer._parent:
+                    object.__setattr__(layer, "_parent", parent)
+                    changed = True
+            if not changed:
+                break
+        self._update_paths()
 
     def _update_paths(self) -> None:
-        for variable in self._own_variables:
-            variable._set_path(f"{self.path}/{variable.name}")
-        for layer in self._own_layers:
-            if layer._parent is self:
-                layer._update_paths()
+        for layer in self._flatten_layers():
+            prefix = layer.path
+            for variable in layer._own_variables:
+                variable._set_path(f"{prefix}/{variable.name}")
 
     @contextlib.contextmanager
     def _unlocked(self) -> Iterator[None]:
@@ -187,7 +288,7 @@ class Layer(_tracking.Trackable):
             object.__setattr__(self, "_locked", locked)
 
     def _flatten_layers(self, include_self: bool = True) -> list[Layer]:
-        """This layer and every layer inside it, depth first, each once."""
+        """This layer and every layer inside it, depth first in tracking order, each once."""
         result, seen, stack = [], set(), [self]
         while stack:
             layer = stack.pop()
@@ -197,6 +298,102 @@ class Layer(_tracking.Trackable):
             result.append(layer)
             stack.extend(reversed(layer._own_layers))
         return result if include_self else result[1:]
+
+    def sublayers(self) -> list[Layer]:
+        """Every layer inside this one, at any depth, each once; this layer itself excluded.
+
+        The order is depth first in tracking order: a sublayer is followed by its own
+        sublayers before the next sibling. A layer held twice is listed where it is first met.
+
+        Example:
+          >>> from layers import Dense, Sequential
+          >>> model = Sequential([Dense(4, name="hidden"), Dense(2, name="out")], name="mlp")
+          >>> [layer.path for layer in model.sublayers()]
+          ['mlp/hidden', 'mlp/out']
+        """
+        return self._flatten_layers(include_self=False)
+
+    def summary(self, print_fn: Any = print) -> str:
+        """Prints, and returns, a table of this layer and its sublayers.
+
+        One row per layer (path, class, policy with its variable / compute / output dtypes,
+        parameters, and the shapes and dtypes of the last call's outputs), then the totals.
+
+        Args:
+          print_fn: called with the whole table as one string; None prints nothing.
+
+        Example:
+          >>> from layers import Dense, Sequential
+          >>> model = Sequential([Dense(4, name="hidden")], name="mlp", dtype="mixed_bfloat16")
+          >>> _ = model(np.ones((2, 3)))
+          >>> text = model.summary(print_fn=None)
+          >>> [line.split()[0] for line in text.splitlines()[2:4]]
+          ['mlp', 'mlp/hidden']
+        """
+        text = _summary.summary_text(self)
+        if print_fn is not None:
+            print_fn(text)
+        return text
+
+    def _record_call(self, outputs: Any) -> Any:
+        """Called by the pipeline with each call's outputs: notes their shapes and dtypes."""
+        if isinstance(outputs, jax.Array):  # the common case, kept cheap
+            record = ((outputs.shape, outputs.dtype),)
+        else:
+            record = tuple((np.shape(leaf), getattr(leaf, "dtype", None)) for leaf in jax.tree.leaves(outputs))
+        object.__setattr__(self, "_last_output", record)
+        if not self._map_checked and isinstance(self._explicit_dtype, dp.DTypePolicyMap):
+            object.__setattr__(self, "_map_checked", True)
+            _summary.warn_unmatched_keys(self)
+        return outputs
+
+    # --- copies and pickles --------------------------------------------------------------
+
+    def __copy__(self) -> Layer:
+        """A new layer object sharing this one's variables and sublayers (see docs/layer.md)."""
+        twin = object.__new__(type(self))
+        state = {key: _tracking.rewrap(value, twin) for key, value in self.__dict__.items()}
+        state.update(
+            _parent=None,
+            _own_variables=list(self._own_variables),
+            _own_layers=list(self._own_layers),
+            _losses=list(self._losses),
+            _metrics_by_name=dict(self._metrics_by_name),
+            _state_ids=set(self._state_ids),
+        )
+        state.pop("_owners", None)
+        object.__getattribute__(twin, "__dict__").update(state)
+        return twin
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        return (_new_layer, (type(self),), self.__getstate__())
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Links to the layers tracking this one are left out (weak references; a copied
+        # sublayer must not drag its parents along): owners re-link their sublayers on restore.
+        state = {key: value for key, value in self.__dict__.items() if key not in _NOT_COPIED}
+        positions = {id(variable): index for index, variable in enumerate(self._own_variables)}
+        for key in _ID_SETS:
+            state[key] = sorted(positions[i] for i in getattr(self, key) if i in positions)
+        state["_owned_since"] = [
+            next((number for number, ref in layer._owners if ref() is self), None) for layer in self._own_layers
+        ]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        owned_since = state.pop("_owned_since", [])
+        variables = state["_own_variables"]
+        for key in _ID_SETS:
+            ids = {id(variables[index]) for index in state.get(key, ())}
+            state[key] = ids if key == "_state_ids" else frozenset(ids)
+        state["_parent"] = None
+        object.__getattribute__(self, "__dict__").update(state)
+        for layer, number in zip(self._own_layers, owned_since, strict=False):
+            number = _tracking.next_sequence() if number is None else number
+            _tracking.observe_sequence(number)
+            object.__setattr__(layer, "_owners", (*layer._owners, (number, weakref.ref(self))))
+        self._refresh_parents()
 
     # --- names, paths and policies -------------------------------------------------------
 
@@ -223,7 +420,17 @@ class Layer(_tracking.Trackable):
 
     @dtype_policy.setter
     def dtype_policy(self, value: Any) -> None:
-        object.__setattr__(self, "_explicit_dtype", dp.get(value))
+        policy = dp.get(value)
+        holder = self
+        while holder is not None and holder._explicit_dtype is None:
+            holder = holder._parent
+        in_map = holder is not None and isinstance(holder._explicit_dtype, dp.DTypePolicyMap)
+        if in_map and not isinstance(policy, dp.DTypePolicyMap):
+            # The policy comes from a map: change this layer's entry only (maps are values).
+            object.__setattr__(holder, "_explicit_dtype", holder._explicit_dtype | {self.path: policy})
+            return
+        object.__setattr__(self, "_explicit_dtype", policy)
+        object.__setattr__(self, "_map_checked", False)  # a new map is checked on the next call
 
     @property
     def dtype(self) -> str:
@@ -348,6 +555,20 @@ class Layer(_tracking.Trackable):
             raise TypeError(f"trainable must be a bool, received {value!r}.")
         for layer in self._flatten_layers():
             object.__setattr__(layer, "_trainable", value)
+            layer._sync_variables_trainable()
+
+    def _sync_variables_trainable(self) -> None:
+        """Makes the own variables' `trainable` follow the layer's flag, and undoes it."""
+        if not self._trainable:
+            switched = [v for v in self._own_variables if v.trainable]
+            for variable in switched:
+                variable.trainable = False
+            object.__setattr__(self, "_frozen_ids", self._frozen_ids | {id(v) for v in switched})
+        elif self._frozen_ids:
+            for variable in self._own_variables:
+                if id(variable) in self._frozen_ids:
+                    variable.trainable = True
+            object.__setattr__(self, "_frozen_ids", frozenset())
 
     def add_state(self, initializer: Any, shape: Any, dtype: Any, name: str) -> dp.Variable:
         """Creates non-trainable state that is not a weight (random-generator keys, counters).
@@ -570,6 +791,11 @@ class Layer(_tracking.Trackable):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name}, built={self.built}>"
+
+
+def _new_layer(cls: type) -> Layer:
+    """An empty instance for pickle and deepcopy; `__setstate__` fills it."""
+    return object.__new__(cls)
 
 
 def _as_float32(value: Any) -> Any:

@@ -51,10 +51,7 @@ class Sequential(Layer):
         """Removes and returns the last layer."""
         if not self._layers:
             raise IndexError(f"Sequential {self.name!r} has no layers to pop.")
-        layer = self._layers[-1]
-        del self._layers[-1]
-        self._own_layers[:] = [entry for entry in self._own_layers if entry is not layer]
-        return layer
+        return self._layers.pop()  # tracking follows the list: the layer and its weights leave
 
     def build(self, input_shape: Any = None) -> None:
         """Builds every layer in turn from the previous layer's output shape."""

@@ -1,6 +1,8 @@
 """Layer: constructor, names and paths, policies, weights, losses, metrics, configs, errors."""
 
+import copy
 import json
+import pickle
 
 import jax.numpy as jnp
 import numpy as np
@@ -227,7 +229,7 @@ def test_recursive_trainable_setter():
     model.trainable = False
     assert model.trainable_weights == [] and len(model.non_trainable_weights) == 6
     assert model.block.dense.trainable is False and model.block.dense.trainable_weights == []
-    assert all(w.trainable for w in model.weights)  # the variables' own flags are untouched
+    assert not any(w.trainable for w in model.weights)  # the flag reaches the variables
     model.block.trainable = True
     assert len(model.trainable_weights) == 0  # an untrainable parent hides its sublayers' weights
     assert len(model.block.trainable_weights) == 4
@@ -454,3 +456,145 @@ def test_input_spec_accepts_specs_lists_dicts_and_none():
     assert layer.input_spec == {"a": spec}
     layer.input_spec = None
     assert layer.input_spec is None
+
+
+# ---------------------------------------------------------------- trainable reaches the variables
+
+
+class WithStats(Layer):
+    """A trainable kernel and a non-trainable statistic, like BatchNormalization's moving mean."""
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(shape=(input_shape[-1],), initializer="ones", name="kernel")
+        self.moving = self.add_weight(shape=(input_shape[-1],), initializer="zeros", trainable=False, name="moving")
+
+    def call(self, x):
+        return x * self.kernel + self.moving
+
+
+def test_trainable_false_switches_the_variables_off_and_true_restores_them():
+    model = layers.Sequential([Linear(2, name="dense"), WithStats(name="stats")], name="seq")
+    model(jnp.ones((1, 3)))
+    manual = model.layers[0].bias
+    manual.trainable = False  # switched off by hand before freezing: stays off afterwards
+    model.trainable = False
+    assert [v.path for v in model.variables if v.trainable] == []
+    model.trainable = True
+    assert [v.path for v in model.variables if v.trainable] == ["seq/dense/kernel", "seq/stats/kernel"]
+    assert not model.layers[1].moving.trainable and not manual.trainable
+
+
+def test_variables_created_in_a_frozen_layer_are_frozen_too():
+    layer = WithStats(name="frozen_stats", trainable=False)
+    layer(jnp.ones((1, 2)))
+    assert [v.trainable for v in layer.variables] == [False, False]
+    layer.trainable = True
+    assert [v.trainable for v in layer.variables] == [True, False]
+    model = Model(name="frozen_model", trainable=False)  # sublayers made in __init__ follow
+    model(jnp.ones((1, 2)))
+    assert model.block.trainable is False and not any(v.trainable for v in model.variables)
+
+
+def test_a_variable_leaving_a_frozen_layer_gets_its_flag_back():
+    layer = Layer(name="holder", trainable=False)
+    layer.items = [dp.Variable(jnp.zeros(2), name="w")]
+    variable = layer.items[0]
+    assert variable.trainable is False
+    layer.items.pop()
+    assert variable.trainable is True
+
+
+# ---------------------------------------------------------------- setting a policy under a map
+
+
+def test_setting_the_policy_of_a_map_holder_changes_its_own_entry_only():
+    policy_map = dp.DTypePolicyMap("mixed_bfloat16", {"model/head": "float32"})
+    model = Model(name="model", dtype=policy_map)
+    model.dtype_policy = "mixed_float16"
+    assert model.dtype_policy.name == "mixed_float16"
+    assert model.block.dtype_policy.name == "mixed_bfloat16" and model.block.dense.dtype_policy.name == "mixed_bfloat16"
+    assert model.head.dtype_policy.name == "float32"
+    assert isinstance(model._explicit_dtype, dp.DTypePolicyMap)
+    assert dict(model._explicit_dtype.policy_map) == {"model/head": dp.get("float32"), "model": dp.get("mixed_float16")}
+    assert policy_map.policy_map == {"model/head": dp.get("float32")}  # the user's map is untouched
+    out = model(np.ones((1, 3), np.float32))
+    assert out.dtype == jnp.float32 and model.block.dense.seen["input"] == jnp.bfloat16
+
+
+def test_setting_the_policy_of_a_mapped_sublayer_changes_its_entry_not_its_sublayers():
+    model = Model(name="model", dtype=dp.DTypePolicyMap("mixed_bfloat16"))
+    model.block.dtype_policy = "float32"
+    assert model.block.dtype_policy.name == "float32"
+    assert model.block.dense.dtype_policy.name == "mixed_bfloat16"  # its own entry: the default
+    assert model.block.norm.dtype_policy.name == "float32"  # its own explicit dtype
+    with pytest.raises(ValueError, match="'bf17'"):
+        model.block.dtype_policy = "bf17"
+    assert set(model._explicit_dtype) == {"model/block_0"}
+    replacement = dp.DTypePolicyMap("float16")
+    model.dtype_policy = replacement  # a whole map replaces the map
+    assert model._explicit_dtype is replacement and model.block.dtype_policy.name == "float16"
+
+
+# ---------------------------------------------------------------- copy, deepcopy and pickle
+
+
+def _pickle_round_trip(layer):
+    return pickle.loads(pickle.dumps(layer))
+
+
+@pytest.mark.parametrize("clone", [copy.deepcopy, _pickle_round_trip], ids=["deepcopy", "pickle"])
+def test_deepcopy_and_pickle_give_an_independent_equal_layer(clone):
+    policy_map = dp.DTypePolicyMap("mixed_bfloat16", {"model/head": "float32"})
+    model = Model(name="model", dtype=policy_map)
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    expected = np.asarray(model(x))
+    twin = clone(model)
+    assert twin is not model and twin.built and twin.name == "model"
+    np.testing.assert_array_equal(np.asarray(twin(x)), expected)
+    assert [v.path for v in twin.weights] == [v.path for v in model.weights]
+    assert all(a is not b for a, b in zip(twin.weights, model.weights, strict=True))
+    assert twin.block.dense.path == "model/block_0/dense" and twin.block._parent is twin
+    assert twin.head.dtype_policy.name == "float32"
+    for variable in twin.weights:
+        variable.assign(np.zeros(variable.shape))
+    np.testing.assert_array_equal(np.asarray(model(x)), expected)  # the original is untouched
+    assert float(np.abs(np.asarray(twin(x), np.float32)).sum()) == 0.0
+
+
+@pytest.mark.parametrize("clone", [copy.deepcopy, _pickle_round_trip], ids=["deepcopy", "pickle"])
+def test_copies_keep_tracking_flags_and_state_and_leave_parents_behind(clone):
+    model = layers.Sequential([Linear(2, name="dense"), layers.Dropout(0.5, seed=3, name="drop")], name="seq")
+    x = np.ones((4, 3), np.float32)
+    model(x)
+    model.trainable = False
+    twin = clone(model)
+    assert [v.trainable for v in twin.variables] == [False, False, False]
+    twin.trainable = True
+    assert [v.trainable for v in twin.variables] == [True, True, False]  # the seed state stays off
+    assert [v.path for v in twin.weights] == ["seq/dense/kernel", "seq/dense/bias"]  # add_state excluded
+    np.testing.assert_array_equal(np.asarray(twin(x, training=True)), np.asarray(model(x, training=True)))
+    twin.pop()
+    assert len(twin.layers) == 1 and len(model.layers) == 2  # the copy's containers are its own
+    alone = clone(model.layers[0])  # a sublayer alone: the parent is not copied along
+    assert alone._parent is None and [v.path for v in alone.weights] == ["dense/kernel", "dense/bias"]
+    assert model.layers[0].path == "seq/dense"
+
+
+def test_unbuilt_layers_copy_and_pickle():
+    model = Model(name="fresh")
+    for twin in (copy.deepcopy(model), _pickle_round_trip(model)):
+        twin(np.ones((1, 3), np.float32))
+        assert twin.built and len(twin.weights) == 6
+    assert not model.built and model.weights == []
+
+
+def test_copy_copy_shares_variables_and_sublayers():
+    model = Model(name="model")
+    x = np.ones((1, 3), np.float32)
+    model(x)
+    shallow = copy.copy(model)
+    assert all(a is b for a, b in zip(shallow.weights, model.weights, strict=True))
+    assert shallow.block is model.block and model.block.path == "model/block_0"  # still the original's
+    np.testing.assert_array_equal(np.asarray(shallow(x)), np.asarray(model(x)))
+    shallow.head = None  # its attributes and tracking lists are its own
+    assert model.head is not None and len(model.weights) == 6 and len(shallow.weights) == 4

@@ -91,3 +91,27 @@ def test_config_round_trip_with_custom_layers():
     clone(np.ones((1, 2)))
     clone.set_weights(model.get_weights())
     np.testing.assert_array_equal(np.asarray(clone(np.ones((1, 2)))), np.asarray(model(np.ones((1, 2)))))
+
+
+def test_layers_of_another_model_follow_the_new_container_and_its_policy_map():
+    old = Sequential([Linear(3, name="first"), Linear(2, name="last")], name="old")
+    old(np.ones((1, 4)))
+    assert old(np.ones((1, 4))).dtype == jnp.float32
+    policy_map = dp.DTypePolicyMap("float32", {"new/last": "mixed_bfloat16"})
+    new = Sequential(old.layers, dtype=policy_map, name="new")
+    assert [layer.path for layer in new.layers] == ["new/first", "new/last"]
+    assert [v.path for v in new.weights] == ["new/first/kernel", "new/first/bias", "new/last/kernel", "new/last/bias"]
+    assert [layer.dtype_policy.name for layer in new.layers] == ["float32", "mixed_bfloat16"]
+    assert new(np.ones((1, 4))).dtype == jnp.bfloat16
+    assert new.layers[1].seen == {"input": jnp.bfloat16, "kernel": jnp.bfloat16}
+    popped = new.pop()  # leaving the new container, it goes back to the one still holding it
+    assert popped.path == "old/last" and popped.dtype_policy.name == "float32"
+
+
+def test_pop_after_build_drops_the_weights_and_count_params():
+    model = Sequential([Linear(3, name="a"), Linear(2, name="b")], name="popping")
+    model(np.ones((1, 4)))
+    assert model.count_params() == (4 * 3 + 3) + (3 * 2 + 2)
+    popped = model.pop()
+    assert model.count_params() == 4 * 3 + 3 and popped.path == "b"
+    assert model.sublayers() == model.layers

@@ -111,3 +111,180 @@ def test_helpers():
     cyclic = []
     cyclic.append(cyclic)
     assert list(iter_state(cyclic)) == []
+
+
+# ---------------------------------------------------------------- removal follows the containers
+
+
+class Bag(Layer):
+    """Variables and layers in a list, a dict and plain attributes."""
+
+    def __init__(self):
+        super().__init__(name="bag")
+        self.items = [make_variable(f"v{index}") for index in range(4)]
+        self.table = {"a": make_variable("ta"), "b": Linear(2, name="tb"), "c": make_variable("tc")}
+        self.alone = make_variable("alone")
+        self.sub = Linear(2, name="sub")
+
+
+def _expected_names(bag):
+    """The Keras rule written out: what the attributes hold right now, in attribute order."""
+    names = []
+    for value in (*bag.items, *bag.table.values(), getattr(bag, "alone", None)):
+        if isinstance(value, dp.Variable):
+            names.append(value.name)
+    return names
+
+
+def _layer_names(bag):
+    candidates = [*bag.table.values(), getattr(bag, "sub", None)]
+    return [value.name for value in candidates if isinstance(value, Layer)]
+
+
+@pytest.mark.parametrize(
+    "remove",
+    [
+        lambda bag: bag.items.pop(),
+        lambda bag: bag.items.pop(0),
+        lambda bag: bag.items.__delitem__(1),
+        lambda bag: bag.items.__delitem__(slice(0, 2)),
+        lambda bag: bag.items.remove(bag.items[2]),
+        lambda bag: bag.items.__setitem__(slice(1, 3), []),
+        lambda bag: bag.items.__setitem__(0, "replaced"),
+        lambda bag: bag.items.clear(),
+        lambda bag: bag.items.__imul__(0),
+        lambda bag: bag.table.__delitem__("a"),
+        lambda bag: bag.table.pop("b"),
+        lambda bag: bag.table.popitem(),
+        lambda bag: bag.table.clear(),
+        lambda bag: bag.table.__setitem__("c", 3.0),
+        lambda bag: bag.table.update(a=None),
+        lambda bag: bag.table.__ior__({"b": None}),
+        lambda bag: delattr(bag, "alone"),
+        lambda bag: setattr(bag, "alone", None),
+        lambda bag: delattr(bag, "sub"),
+        lambda bag: setattr(bag, "sub", "gone"),
+        lambda bag: setattr(bag, "items", []),
+    ],
+    ids=[
+        "list_pop",
+        "list_pop_0",
+        "list_del",
+        "list_del_slice",
+        "list_remove",
+        "list_slice_assign",
+        "list_setitem",
+        "list_clear",
+        "list_imul",
+        "dict_del",
+        "dict_pop",
+        "dict_popitem",
+        "dict_clear",
+        "dict_setitem",
+        "dict_update",
+        "dict_ior",
+        "delattr_variable",
+        "setattr_variable",
+        "delattr_layer",
+        "setattr_layer",
+        "setattr_container",
+    ],
+)
+def test_removing_state_from_a_container_or_attribute_untracks_it(remove):
+    bag = Bag()
+    remove(bag)
+    assert [v.name for v in bag.variables] == _expected_names(bag)
+    assert [layer.name for layer in bag._flatten_layers(include_self=False)] == _layer_names(bag)
+
+
+def test_removed_layers_leave_weights_and_count_params_and_become_top_level():
+    class Stack(Layer):
+        def __init__(self):
+            super().__init__(name="stack")
+            self.blocks = [Linear(3, name="b0"), Linear(3, name="b1")]
+            self.head = Linear(1, name="head")
+
+        def call(self, x):
+            for block in self.blocks:
+                x = block(x)
+            return self.head(x)
+
+    stack = Stack()
+    stack(jnp.ones((1, 3)))
+    assert stack.count_params() == 2 * (3 * 3 + 3) + (3 + 1)
+    removed = stack.blocks.pop()
+    assert stack.count_params() == (3 * 3 + 3) + (3 + 1)
+    assert removed.path == "b1" and [v.path for v in removed.weights] == ["b1/kernel", "b1/bias"]
+    del stack.head
+    assert stack.count_params() == 3 * 3 + 3
+    assert [v.path for v in stack.weights] == ["stack/b0/kernel", "stack/b0/bias"]
+
+
+def test_state_still_held_elsewhere_stays_tracked():
+    class Twice(Layer):
+        def __init__(self):
+            super().__init__(name="twice")
+            self.shared = make_variable("shared")
+            self.dense = Linear(2, name="dense")
+            self.more = [self.shared, self.dense]
+
+    twice = Twice()
+    twice.more.clear()
+    assert [v.name for v in twice.variables] == ["shared"] and twice.dense.path == "twice/dense"
+    del twice.shared
+    assert twice.variables == []
+
+
+def test_add_weight_variables_without_an_attribute_stay_tracked():
+    layer = Layer(name="plain")
+    kernel = layer.add_weight(shape=(2,), name="kernel")
+    layer.note = [1, 2]
+    layer.note.pop()
+    assert layer.variables == [kernel]
+
+
+# ---------------------------------------------------------------- cycles and re-parenting
+
+
+def test_two_layers_that_reference_each_other_raise_and_change_nothing():
+    a, b = Layer(name="cycle_a"), Layer(name="cycle_b")
+    a.other = b
+    message = r"Layer 'cycle_b' cannot track layer 'cycle_a'.*'cycle_a' already contains 'cycle_b'.*cycle"
+    with pytest.raises(ValueError, match=message):
+        b.other = a
+    assert not hasattr(b, "other") and a.path == "cycle_a" and b.path == "cycle_a/cycle_b"
+    b.items = []
+    with pytest.raises(ValueError, match=message):
+        b.items.append(a)
+    with pytest.raises(ValueError, match=message):
+        b.items.extend([Layer(name="innocent"), a])
+    with pytest.raises(ValueError, match=message):
+        b.table = {"x": a}
+    assert b.items == [] and not hasattr(b, "table") and b._flatten_layers(include_self=False) == []
+    c = Layer(name="cycle_c")
+    b.c = c
+    with pytest.raises(ValueError, match=r"Layer 'cycle_c' cannot track layer 'cycle_a'"):
+        c.back = a
+    assert a.path == "cycle_a" and c.path == "cycle_a/cycle_b/cycle_c"
+
+
+def test_a_second_reference_inside_the_same_model_keeps_the_first_parent():
+    class Model(Layer):
+        def __init__(self):
+            super().__init__(name="model")
+            self.encoder = Layer(name="encoder")
+            self.encoder.norm = Layer(name="norm")
+            self.final_norm = self.encoder.norm
+
+    model = Model()
+    assert model.final_norm.path == "model/encoder/norm"
+    assert [layer.path for layer in model._flatten_layers()] == ["model", "model/encoder", "model/encoder/norm"]
+
+
+def test_a_layer_taken_by_another_model_follows_it():
+    first, second = Layer(name="first"), Layer(name="second")
+    first.dense = Linear(2, name="dense")
+    first.dense(jnp.ones((1, 2)))
+    second.dense = first.dense
+    assert first.dense.path == "second/dense"
+    assert [v.path for v in first.dense.weights] == ["second/dense/kernel", "second/dense/bias"]
