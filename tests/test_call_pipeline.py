@@ -743,8 +743,10 @@ def test_a_nested_list_of_numbers_is_converted_to_an_array():
     layer = Linear(2, dtype="mixed_bfloat16")
     out = layer([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
     assert out.shape == (2, 2) and out.dtype == jnp.bfloat16 and layer.kernel.shape == (3, 2)
-    expected = np.asarray([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]) @ np.asarray(layer.kernel.value, np.float64)
-    np.testing.assert_allclose(np.asarray(out, np.float64), expected, rtol=2e-2)
+    kernel = np.arange(6.0).reshape(3, 2) / 4  # exact in bfloat16, and so are the products below
+    layer.set_weights([kernel, np.zeros(2)])
+    expected = np.asarray([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]) @ kernel
+    np.testing.assert_array_equal(np.asarray(layer([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]), np.float64), expected)
     (ints,), _ = Echo()([[1, 2], [3, 4]])
     assert isinstance(ints, jax.Array) and ints.dtype == jnp.int32 and ints.shape == (2, 2)
 
