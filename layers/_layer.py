@@ -251,7 +251,11 @@ class Layer(_tracking.Trackable):
         so a second reference inside one model keeps the first path, and a layer put into
         another model (`Sequential(old.layers)`) follows the new one.
         """
-        owners = [owner for _, ref in sorted(self._owners, key=lambda entry: entry[0]) if (owner := ref()) is not None]
+        owners = [
+            owner
+            for _, ref in sorted(self._owners, key=lambda entry: entry[0])
+            if (owner := ref()) is not None and any(entry is self for entry in owner._own_layers)
+        ]  # an owner rolled back by a failed build no longer holds this layer
         if not owners:
             return None
         root = owners[-1]._root()

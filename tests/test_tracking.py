@@ -288,3 +288,39 @@ def test_a_layer_taken_by_another_model_follows_it():
     second.dense = first.dense
     assert first.dense.path == "second/dense"
     assert [v.path for v in first.dense.weights] == ["second/dense/kernel", "second/dense/bias"]
+
+
+def test_failed_container_operations_change_nothing():
+    bag = Bag()
+    before = [v.name for v in bag.variables]
+    extra = make_variable("extra")
+    with pytest.raises(ValueError, match="extended slice of size 2"):
+        bag.items[0:4:2] = [extra]
+    with pytest.raises(IndexError):
+        bag.items[10] = extra
+    assert [v.name for v in bag.variables] == before and extra.path == "extra"
+    bag.build()  # locked from here on
+    with pytest.raises(ValueError, match="'bag' is already built"):
+        bag.items[0] = extra
+    with pytest.raises(ValueError, match="already built"):
+        bag.table.update(a=1.0, z=extra)
+    assert [v.name for v in bag.variables] == before and bag.table["a"].name == "ta"
+    bag.items[0] = None  # removing is allowed after build
+    assert [v.name for v in bag.variables] == before[1:]
+
+
+def test_a_tied_layer_passed_to_a_sibling_keeps_its_path_in_the_model():
+    class TiedHead(Layer):
+        def __init__(self, embedding, **kwargs):
+            super().__init__(**kwargs)
+            self.embedding = embedding  # tracked here first, while the head is not in the model yet
+
+    class LanguageModel(Layer):
+        def __init__(self):
+            super().__init__(name="lm")
+            self.embedding = Linear(2, name="embedding")
+            self.head = TiedHead(self.embedding, name="head")
+
+    model = LanguageModel()
+    assert model.embedding.path == "lm/embedding" and model.head.path == "lm/head"
+    assert [layer.path for layer in model.sublayers()] == ["lm/embedding", "lm/head"]
