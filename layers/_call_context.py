@@ -7,15 +7,13 @@ reaches a later sibling.
 
 from __future__ import annotations
 
-import dataclasses
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, NamedTuple
 
 from dtypepolicy._context import scoped
 
 
-@dataclasses.dataclass(frozen=True)
-class CallContext:
+class CallContext(NamedTuple):  # a tuple: made on every layer call, so cheap to build
     """What nested calls inherit.
 
     Attributes:

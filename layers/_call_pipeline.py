@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 import dtypepolicy as dp
+from dtypepolicy._autocast import current_autocast_dtype
 from dtypepolicy._dtypes import is_float
 from dtypepolicy._strict import check_outputs, strict_mode
 from layers import _call_context, _inputs, _masking, _signature, _transaction
@@ -105,7 +106,7 @@ def run(layer: Any, args: tuple, kwargs: dict) -> Any:
             # 5. the call, under this layer's own autocast scope.
             with (
                 _call_context.call_context(training, layer if top_level else context.entry_layer),
-                dp.autocast_scope(compute if casting else None),
+                _autocast_for(compute if casting else None),
             ):
                 outputs = _read_variables(layer.call(*args, **kwargs))
             outputs = _finish_outputs(layer, policy, outputs, first, mask)
@@ -130,6 +131,14 @@ def run(layer: Any, args: tuple, kwargs: dict) -> Any:
     return layer._record_call(outputs)  # output shapes for summary(), policy-map key check
 
 
+_UNCHANGED = contextlib.nullcontext()  # reusable: entering it sets nothing
+
+
+def _autocast_for(dtype: str | None) -> contextlib.AbstractContextManager:
+    """The layer's own autocast scope; no scope at all when the enclosing one already matches."""
+    return _UNCHANGED if dtype == current_autocast_dtype() else dp.autocast_scope(dtype)
+
+
 def _restore_losses(saved: list) -> None:
     for owner, losses in saved:
         object.__setattr__(owner, "_losses", losses)
@@ -149,7 +158,7 @@ def _check_no_traced_writes(layer: Any, transaction: dp.StatelessScope) -> None:
     """A stateful call traced by the user's own jax.jit would leak tracers into variables."""
     if transaction._parent is not None:
         return  # inside stateless_call or a user's StatelessScope: writes stay in that scope
-    for variable in transaction.written:
+    for variable in transaction.written if transaction._written else ():
         if isinstance(transaction.get_current_value(variable), jax.core.Tracer):
             raise RuntimeError(
                 f"Layer {layer.path!r} updated variable {variable.path!r} while JAX was tracing it "

@@ -108,9 +108,21 @@ def _squeezed(shape: tuple, spec: InputSpec) -> tuple:
     return shape
 
 
+class _Prefix:
+    """The start of every mismatch message, formatted only when one is raised."""
+
+    __slots__ = ("index", "layer_name")
+
+    def __init__(self, index: int, layer_name: str) -> None:
+        self.index, self.layer_name = index, layer_name
+
+    def __format__(self, spec: str) -> str:
+        return f"Input {self.index} of layer {self.layer_name!r} is incompatible with the layer:"
+
+
 def _check_one(spec: InputSpec, x: Any, index: int, layer_name: str) -> None:
-    prefix = f"Input {index} of layer {layer_name!r} is incompatible with the layer:"
-    shape = _squeezed(tuple(np.shape(x)), spec)
+    prefix = _Prefix(index, layer_name)
+    shape = _squeezed(x.shape if isinstance(x, jax.Array) else tuple(np.shape(x)), spec)
     rank = len(shape)
     if spec.ndim is not None and rank != spec.ndim:
         raise ValueError(f"{prefix} expected ndim={spec.ndim}, found ndim={rank}. Full shape received: {shape}")
@@ -119,7 +131,7 @@ def _check_one(spec: InputSpec, x: Any, index: int, layer_name: str) -> None:
     if spec.min_ndim is not None and rank < spec.min_ndim:
         raise ValueError(f"{prefix} expected min_ndim={spec.min_ndim}, found ndim={rank}. Full shape received: {shape}")
     if spec.dtype is not None:
-        dtype = standardize_dtype(jax.numpy.result_type(x))
+        dtype = standardize_dtype(x.dtype if isinstance(x, jax.Array) else jax.numpy.result_type(x))
         if dtype != spec.dtype:
             raise ValueError(f"{prefix} expected dtype={spec.dtype}, found dtype={dtype}.")
     for axis, size in spec.axes.items():
@@ -167,6 +179,9 @@ def check_input_spec(input_spec: Any, inputs: Any, layer_name: str) -> None:
     input in the order of the dict.
     """
     if input_spec is None:
+        return
+    if isinstance(input_spec, InputSpec) and isinstance(inputs, jax.Array):  # the common case, kept cheap
+        _check_one(input_spec, inputs, 0, layer_name)
         return
     if isinstance(input_spec, dict):
         specs = list(input_spec.values())

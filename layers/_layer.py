@@ -672,7 +672,7 @@ class Layer(_tracking.Trackable):
 
     def _clear_losses(self) -> list[tuple[Layer, list]]:
         saved = []
-        for layer in self._flatten_layers():
+        for layer in self._flatten_layers() if self._own_layers else (self,):
             saved.append((layer, layer._losses))
             object.__setattr__(layer, "_losses", [])
         return saved
