@@ -183,11 +183,20 @@ class Variable(ArrayBehaviour):
     def value(self) -> jnp.ndarray:
         """The current value, cast to the autocast dtype when that applies."""
         raw = self._read_storage()
+        target = self._read_dtype()
+        return raw if target == self._dtype else raw.astype(target)
+
+    def _read_dtype(self) -> str:
+        """The dtype a read returns here: the autocast dtype for a casting variable, else storage.
+
+        The one statement of the autocast rule; code that casts inside its own jitted function
+        (Dense's forward) asks this instead of reading `.value` eagerly.
+        """
         if self._casts:
             target = current_autocast_dtype()
-            if target is not None and target != self._dtype:
-                return raw.astype(target)
-        return raw
+            if target is not None:
+                return target
+        return self._dtype
 
     def numpy(self) -> np.ndarray:
         """The value as a NumPy array (read like `.value`)."""

@@ -56,14 +56,6 @@ def static_activation(activation: Callable[..., Any]) -> Any:
     return activation if isinstance(activation, Hashable) else None
 
 
-def _read_dtype(variable: Any, autocast: str | None) -> str:
-    """The dtype `variable.value` has here: the autocast dtype for a floating autocast variable."""
-    stored = variable.dtype
-    if autocast is not None and variable.autocast and is_float(stored):
-        return autocast
-    return stored
-
-
 @functools.lru_cache(maxsize=256)
 def _input_dtype(dtype: Any, autocast: str | None, kernel_dtype: str) -> str:
     """A floating input is read as `autocast` (if any); an integer or bool one as the kernel.
@@ -91,11 +83,11 @@ def project(layer: Layer, inputs: jax.Array, forward: Callable[..., jax.Array]) 
     """
     autocast = current_autocast_dtype()
     kernel_variable, bias_variable = layer.kernel, layer.bias
-    kernel_dtype = _read_dtype(kernel_variable, autocast)
+    kernel_dtype = kernel_variable._read_dtype()
     x_dtype = _input_dtype(inputs.dtype, autocast, kernel_dtype)
     bias, bias_dtype = None, None
     if bias_variable is not None:
-        bias, bias_dtype = bias_variable._read_storage(), _read_dtype(bias_variable, autocast)
+        bias, bias_dtype = bias_variable._read_storage(), bias_variable._read_dtype()
     activation = static_activation(layer.activation)
     outputs = forward(
         inputs, kernel_variable._read_storage(), bias, activation=activation, dtypes=(x_dtype, kernel_dtype, bias_dtype)

@@ -58,17 +58,26 @@ FUNCTIONS = {
 SCOPES = {"no scope": (None, np.float32), "bfloat16 scope": ("bfloat16", ml_dtypes.bfloat16)}
 
 
-@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+# How the function meets the variable: called directly, closed over by a jitted function, or
+# passed to one as an argument (the pytree route: it arrives as its read).
+MODES = {
+    "eager": lambda function, value: function(value),
+    "jit closure": lambda function, value: jax.jit(lambda: function(value))(),
+    "jit argument": lambda function, value: jax.jit(function)(value),
+}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("scope", list(SCOPES), ids=list(SCOPES))
 @pytest.mark.parametrize("name", list(FUNCTIONS))
-def test_jax_functions_accept_a_variable_and_read_it_through_autocast(name, scope, jit):
-    function = FUNCTIONS[name]
+def test_jax_functions_accept_a_variable_and_read_it_through_autocast(name, scope, mode):
+    function, run = FUNCTIONS[name], MODES[mode]
     autocast, read_dtype = SCOPES[scope]
     variable = dp.Variable(START)
     plain = jnp.asarray(START.astype(read_dtype))
     with dp.autocast_scope(autocast):
-        got = jax.jit(lambda: function(variable))() if jit else function(variable)
-    expected = jax.jit(lambda: function(plain))() if jit else function(plain)
+        got = run(function, variable)
+    expected = run(function, plain)
     assert got.dtype == expected.dtype == np.dtype(read_dtype)
     np.testing.assert_array_equal(np.asarray(got, np.float64), np.asarray(expected, np.float64))
 
@@ -214,3 +223,19 @@ def test_bad_writes_name_the_value_and_change_nothing(variable, call, error, mes
     with pytest.raises(error, match=message):
         call(variable)
     np.testing.assert_array_equal(variable.numpy(), before)
+
+
+def test_a_raw_variable_where_jax_needs_an_array_is_a_clear_type_error():
+    # jax.typeof abstracts its argument without flattening it, like any JAX internal would.
+    variable = dp.Variable(jnp.ones((2,)), name="w")
+    with pytest.raises(TypeError, match=r"JAX received Variable 'w' \(shape \(2,\), dtype float32\).*Pass `w.value`"):
+        jax.typeof(variable)
+
+
+def test_dtype_only_functions_work_through_layers_ops():
+    variable = dp.Variable(START)
+    with dp.autocast_scope("bfloat16"):
+        zeros = layers.ops.zeros_like(variable)
+        assert zeros.dtype == jnp.bfloat16 and zeros.shape == START.shape
+        assert layers.ops.result_type(variable) == jnp.bfloat16
+        assert jnp.zeros_like(variable.value).dtype == jnp.bfloat16
