@@ -165,18 +165,19 @@ def test_one_policy_scope_object_shared_by_two_threads():
     def worker():
         with scope:
             entered.set()
-            release.wait(5)
+            seen["released"] = release.wait(5)  # False: timed out, the two scopes never overlapped
             seen["worker"] = dp.dtype_policy().name
         seen["worker_after"] = dp.dtype_policy().name
 
     thread = threading.Thread(target=worker)
     thread.start()
-    entered.wait(5)
+    assert entered.wait(5), "the worker thread never entered the scope"
     with scope:  # entered here while the worker still holds it
         release.set()
-        thread.join()
+        thread.join(5)
+        assert not thread.is_alive()
         seen["main"] = dp.dtype_policy().name
-    assert seen == {"worker": "float16", "worker_after": "float32", "main": "float16"}
+    assert seen == {"released": True, "worker": "float16", "worker_after": "float32", "main": "float16"}
     assert dp.dtype_policy().name == "float32"
 
 
