@@ -9,6 +9,7 @@ is an error (removing state is allowed).
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -82,6 +83,51 @@ def may_hold_state(value: Any) -> bool:
     return isinstance(value, (Variable, Trackable, TrackedList, TrackedDict, tuple))
 
 
+# --- finding an item -------------------------------------------------------------------------
+# A Variable's `==` is elementwise (an array, or a broadcasting error), so `list.index` would
+# take any zero scalar for any other: state is found by identity, other values by `==`.
+
+
+def is_state(value: Any) -> bool:
+    """Whether `value` is a Variable or a Trackable (compared by identity when searched for)."""
+    return isinstance(value, (Variable, Trackable))
+
+
+def same_item(item: Any, value: Any) -> bool:
+    """Whether a container `item` is `value` for `remove`, `index`, `count` and `in`.
+
+    Variables and layers match only themselves; tuples, lists and dicts holding them match
+    item by item under the same rule; everything else compares with `==`, as a list does.
+    """
+    if item is value:
+        return True
+    if is_state(item) or is_state(value):
+        return False
+    if isinstance(item, (list, tuple, dict)) and (contains_state(item) or contains_state(value)):
+        if isinstance(item, dict):
+            return (
+                isinstance(value, dict)
+                and item.keys() == value.keys()
+                and all(same_item(item[key], value[key]) for key in item)
+            )
+        return (
+            isinstance(value, (list, tuple))
+            and isinstance(value, tuple) == isinstance(item, tuple)
+            and len(item) == len(value)
+            and all(same_item(a, b) for a, b in zip(item, value, strict=True))
+        )
+    return bool(item == value)
+
+
+def describe(value: Any) -> str:
+    """`variable 'dense/kernel'`, `layer 'dense'`, or the repr of any other value, for messages."""
+    if isinstance(value, Variable):
+        return f"variable {value.path!r}"
+    if isinstance(value, Trackable):
+        return f"layer {value.path!r}"
+    return repr(value)
+
+
 # --- tracked containers ------------------------------------------------------------------------
 
 
@@ -145,8 +191,22 @@ class TrackedList(list):
         self._owner._untrack(value)
         return value
 
+    def index(self, value: Any, start: Any = 0, stop: Any = sys.maxsize) -> int:
+        """The position of the first item that is `value` (state by identity, others by `==`)."""
+        for position in range(*slice(start, stop).indices(len(self))):
+            if same_item(list.__getitem__(self, position), value):
+                return position
+        raise ValueError(f"{describe(value)} is not in the list (variables and layers are found by identity).")
+
+    def count(self, value: Any) -> int:
+        """How many items are `value` (state by identity, others by `==`)."""
+        return sum(same_item(item, value) for item in list.__iter__(self))
+
+    def __contains__(self, value: Any) -> bool:
+        return any(same_item(item, value) for item in list.__iter__(self))
+
     def remove(self, value: Any) -> None:
-        """Removes the first item equal to `value`; state no longer held is untracked."""
+        """Removes the first item that is `value` (state by identity, others by `==`); untracks what left."""
         del self[self.index(value)]
 
     def clear(self) -> None:

@@ -142,59 +142,106 @@ def _layer_names(bag):
 
 
 @pytest.mark.parametrize(
-    "remove",
+    ("remove", "variables", "sublayers"),
     [
-        lambda bag: bag.items.pop(),
-        lambda bag: bag.items.pop(0),
-        lambda bag: bag.items.__delitem__(1),
-        lambda bag: bag.items.__delitem__(slice(0, 2)),
-        lambda bag: bag.items.remove(bag.items[2]),
-        lambda bag: bag.items.__setitem__(slice(1, 3), []),
-        lambda bag: bag.items.__setitem__(0, "replaced"),
-        lambda bag: bag.items.clear(),
-        lambda bag: bag.items.__imul__(0),
-        lambda bag: bag.table.__delitem__("a"),
-        lambda bag: bag.table.pop("b"),
-        lambda bag: bag.table.popitem(),
-        lambda bag: bag.table.clear(),
-        lambda bag: bag.table.__setitem__("c", 3.0),
-        lambda bag: bag.table.update(a=None),
-        lambda bag: bag.table.__ior__({"b": None}),
-        lambda bag: delattr(bag, "alone"),
-        lambda bag: setattr(bag, "alone", None),
-        lambda bag: delattr(bag, "sub"),
-        lambda bag: setattr(bag, "sub", "gone"),
-        lambda bag: setattr(bag, "items", []),
-    ],
-    ids=[
-        "list_pop",
-        "list_pop_0",
-        "list_del",
-        "list_del_slice",
-        "list_remove",
-        "list_slice_assign",
-        "list_setitem",
-        "list_clear",
-        "list_imul",
-        "dict_del",
-        "dict_pop",
-        "dict_popitem",
-        "dict_clear",
-        "dict_setitem",
-        "dict_update",
-        "dict_ior",
-        "delattr_variable",
-        "setattr_variable",
-        "delattr_layer",
-        "setattr_layer",
-        "setattr_container",
+        pytest.param(
+            lambda bag: bag.items.pop(), ["v0", "v1", "v2", "ta", "tc", "alone"], ["tb", "sub"], id="list_pop"
+        ),
+        pytest.param(
+            lambda bag: bag.items.pop(0), ["v1", "v2", "v3", "ta", "tc", "alone"], ["tb", "sub"], id="list_pop_0"
+        ),
+        pytest.param(
+            lambda bag: bag.items.__delitem__(1), ["v0", "v2", "v3", "ta", "tc", "alone"], ["tb", "sub"], id="list_del"
+        ),
+        pytest.param(
+            lambda bag: bag.items.__delitem__(slice(0, 2)),
+            ["v2", "v3", "ta", "tc", "alone"],
+            ["tb", "sub"],
+            id="list_del_slice",
+        ),
+        pytest.param(
+            lambda bag: bag.items.remove(bag.items[2]),
+            ["v0", "v1", "v3", "ta", "tc", "alone"],
+            ["tb", "sub"],
+            id="list_remove",
+        ),
+        pytest.param(
+            lambda bag: bag.items.__setitem__(slice(1, 3), []),
+            ["v0", "v3", "ta", "tc", "alone"],
+            ["tb", "sub"],
+            id="list_slice_assign",
+        ),
+        pytest.param(
+            lambda bag: bag.items.__setitem__(0, "replaced"),
+            ["v1", "v2", "v3", "ta", "tc", "alone"],
+            ["tb", "sub"],
+            id="list_setitem",
+        ),
+        pytest.param(lambda bag: bag.items.clear(), ["ta", "tc", "alone"], ["tb", "sub"], id="list_clear"),
+        pytest.param(lambda bag: bag.items.__imul__(0), ["ta", "tc", "alone"], ["tb", "sub"], id="list_imul"),
+        pytest.param(
+            lambda bag: bag.table.__delitem__("a"),
+            ["v0", "v1", "v2", "v3", "tc", "alone"],
+            ["tb", "sub"],
+            id="dict_del",
+        ),
+        pytest.param(
+            lambda bag: bag.table.pop("b"), ["v0", "v1", "v2", "v3", "ta", "tc", "alone"], ["sub"], id="dict_pop"
+        ),
+        pytest.param(
+            lambda bag: bag.table.popitem(), ["v0", "v1", "v2", "v3", "ta", "alone"], ["tb", "sub"], id="dict_popitem"
+        ),
+        pytest.param(lambda bag: bag.table.clear(), ["v0", "v1", "v2", "v3", "alone"], ["sub"], id="dict_clear"),
+        pytest.param(
+            lambda bag: bag.table.__setitem__("c", 3.0),
+            ["v0", "v1", "v2", "v3", "ta", "alone"],
+            ["tb", "sub"],
+            id="dict_setitem",
+        ),
+        pytest.param(
+            lambda bag: bag.table.update(a=None),
+            ["v0", "v1", "v2", "v3", "tc", "alone"],
+            ["tb", "sub"],
+            id="dict_update",
+        ),
+        pytest.param(
+            lambda bag: bag.table.__ior__({"b": None}),
+            ["v0", "v1", "v2", "v3", "ta", "tc", "alone"],
+            ["sub"],
+            id="dict_ior",
+        ),
+        pytest.param(
+            lambda bag: delattr(bag, "alone"),
+            ["v0", "v1", "v2", "v3", "ta", "tc"],
+            ["tb", "sub"],
+            id="delattr_variable",
+        ),
+        pytest.param(
+            lambda bag: setattr(bag, "alone", None),
+            ["v0", "v1", "v2", "v3", "ta", "tc"],
+            ["tb", "sub"],
+            id="setattr_variable",
+        ),
+        pytest.param(
+            lambda bag: delattr(bag, "sub"), ["v0", "v1", "v2", "v3", "ta", "tc", "alone"], ["tb"], id="delattr_layer"
+        ),
+        pytest.param(
+            lambda bag: setattr(bag, "sub", "gone"),
+            ["v0", "v1", "v2", "v3", "ta", "tc", "alone"],
+            ["tb"],
+            id="setattr_layer",
+        ),
+        pytest.param(
+            lambda bag: setattr(bag, "items", []), ["ta", "tc", "alone"], ["tb", "sub"], id="setattr_container"
+        ),
     ],
 )
-def test_removing_state_from_a_container_or_attribute_untracks_it(remove):
+def test_removing_state_from_a_container_or_attribute_untracks_it(remove, variables, sublayers):
+    # Every variable of the bag is a zero scalar: a removal that compared by value would drop the wrong one.
     bag = Bag()
     remove(bag)
-    assert [v.name for v in bag.variables] == _expected_names(bag)
-    assert [layer.name for layer in bag._flatten_layers(include_self=False)] == _layer_names(bag)
+    assert [v.name for v in bag.variables] == variables == _expected_names(bag)
+    assert [layer.name for layer in bag._flatten_layers(include_self=False)] == sublayers == _layer_names(bag)
 
 
 def test_removed_layers_leave_weights_and_count_params_and_become_top_level():
@@ -324,3 +371,65 @@ def test_a_tied_layer_passed_to_a_sibling_keeps_its_path_in_the_model():
     model = LanguageModel()
     assert model.embedding.path == "lm/embedding" and model.head.path == "lm/head"
     assert [layer.path for layer in model.sublayers()] == ["lm/embedding", "lm/head"]
+
+
+# ---------------------------------------------------------------- finding state in a container compares identity
+
+
+class Zeros(Layer):
+    """Three variables with equal values: `==` between them is elementwise True."""
+
+    def __init__(self):
+        super().__init__(name="zeros")
+        self.vs = [make_variable(f"v{index}") for index in range(3)]
+
+
+def test_remove_finds_the_very_variable_not_an_equal_one():
+    layer = Zeros()
+    layer.vs.remove(layer.vs[2])
+    assert [v.name for v in layer.vs] == ["v0", "v1"]
+    assert [v.name for v in layer.variables] == ["v0", "v1"]
+    layer.vs.remove(layer.vs[1])
+    assert [v.name for v in layer.variables] == ["v0"]
+
+
+def test_remove_of_a_variable_with_another_shape_does_not_compare_values():
+    layer = Layer(name="shapes")
+    layer.vs = [dp.Variable(jnp.zeros(3), name="a"), dp.Variable(jnp.ones(4), name="b")]
+    layer.vs.remove(layer.vs[1])  # `a == b` would be a broadcasting TypeError
+    assert [v.name for v in layer.variables] == ["a"]
+
+
+def test_remove_of_state_the_list_does_not_hold_is_a_value_error_that_changes_nothing():
+    layer = Zeros()
+    stranger = make_variable("stranger")  # equal in value to every item, but not one of them
+    with pytest.raises(ValueError, match=r"'stranger'.*is not in the list"):
+        layer.vs.remove(stranger)
+    with pytest.raises(ValueError, match=r"'stranger'.*is not in the list"):
+        layer.vs.index(stranger)
+    assert [v.name for v in layer.variables] == ["v0", "v1", "v2"]
+
+
+def test_in_index_and_count_compare_state_by_identity_and_other_values_by_equality():
+    layer = Zeros()
+    layer.vs.extend([3, (4, "x")])
+    first, last = layer.vs[0], layer.vs[2]
+    assert last in layer.vs and make_variable("equal") not in layer.vs
+    assert layer.vs.index(last) == 2 and layer.vs.index(first) == 0
+    assert layer.vs.count(first) == 1 and layer.vs.count(make_variable("equal")) == 0
+    assert 3.0 in layer.vs and layer.vs.index(3) == 3 and layer.vs.count(3) == 1  # plain values: ==
+    assert layer.vs.index((4, "x")) == 4
+    layer.vs.remove(3)  # the variables before it are skipped, not compared
+    assert [v.name for v in layer.variables] == ["v0", "v1", "v2"] and layer.vs[3:] == [(4, "x")]
+    with pytest.raises(ValueError, match="is not in the list"):
+        layer.vs.remove(7)
+
+
+def test_tuples_holding_state_are_found_by_the_identity_of_their_state():
+    layer = Zeros()
+    pair = (layer.vs[1], 1)
+    layer.pairs = [(layer.vs[0], 1), pair]
+    assert layer.pairs.index((layer.vs[1], 1)) == 1  # an equal tuple of the same variables
+    layer.pairs.remove((layer.vs[1], 1))
+    assert len(layer.pairs) == 1 and layer.pairs[0][0] is layer.vs[0]
+    assert (make_variable("other"), 1) not in layer.pairs
