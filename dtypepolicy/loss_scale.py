@@ -114,38 +114,64 @@ def _is_integer_scalar(value: Any) -> bool:
     return _is_real(value) and np.shape(value) == () and bool(jnp.issubdtype(jnp.result_type(value), jnp.integer))
 
 
-def _new(cls: type, **fields: Any) -> Any:
-    """An instance with these fields, without running (and validating in) `__init__`."""
+def _static_field() -> Any:
+    """Declares a dataclass field as static: pytree metadata (hashable, kept by `jit`), not a leaf."""
+    return dataclasses.field(metadata={"static": True})
+
+
+def _split_fields(cls: type) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The names of `cls`'s leaf fields and of its static fields, each in declaration order."""
+    fields = dataclasses.fields(cls)
+    return (
+        tuple(f.name for f in fields if not f.metadata.get("static")),
+        tuple(f.name for f in fields if f.metadata.get("static")),
+    )
+
+
+def _from_fields(cls: type, **values: Any) -> Any:
+    """An instance holding exactly `cls`'s fields, without running (and validating in) `__init__`.
+
+    Tree utilities rebuild objects with whatever leaves they produce (None, shapes, tracers,
+    JAX's placeholder objects), so validation belongs to construction by the user only.
+    """
+    names = [f.name for f in dataclasses.fields(cls)]
+    if set(values) != set(names):
+        missing = [name for name in names if name not in values]
+        unknown = sorted(set(values) - set(names))
+        raise TypeError(f"{cls.__name__} is built from its fields {names}: missing {missing}, unknown {unknown}.")
     instance = object.__new__(cls)
-    for name, value in fields.items():
-        object.__setattr__(instance, name, value)
+    for name in names:
+        object.__setattr__(instance, name, values[name])
     return instance
 
 
-def _register(data_fields: tuple[str, ...], meta_fields: tuple[str, ...]):
-    """Registers a loss scale class as a pytree whose unflatten skips `__init__`.
+def _replace(obj: Any, **changes: Any) -> Any:
+    """A copy of `obj` with `changes`, every other field carried over, without running `__init__`."""
+    return _from_fields(type(obj), **{**{f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}, **changes})
 
-    Tree utilities rebuild the object with whatever leaves they produce (None, shapes, tracers,
-    JAX's placeholder objects), so validation belongs to construction by the user only.
+
+def _register(cls: type) -> type:
+    """Registers a loss scale dataclass as a pytree derived from its declared fields.
+
+    Fields made with `_static_field()` go into the treedef; every other field is a leaf. The
+    lists come from `dataclasses.fields`, so a new field can't be left out of flatten/unflatten.
     """
+    data_fields, meta_fields = _split_fields(cls)
 
-    def register(cls: type) -> type:
-        def flatten_with_keys(obj: Any) -> tuple[list, tuple]:
-            children = [(jax.tree_util.GetAttrKey(name), getattr(obj, name)) for name in data_fields]
-            return children, tuple(getattr(obj, name) for name in meta_fields)
+    def flatten_with_keys(obj: Any) -> tuple[list, tuple]:
+        children = [(jax.tree_util.GetAttrKey(name), getattr(obj, name)) for name in data_fields]
+        return children, tuple(getattr(obj, name) for name in meta_fields)
 
-        def flatten(obj: Any) -> tuple[list, tuple]:
-            return [getattr(obj, name) for name in data_fields], tuple(getattr(obj, name) for name in meta_fields)
+    def flatten(obj: Any) -> tuple[list, tuple]:
+        return [getattr(obj, name) for name in data_fields], tuple(getattr(obj, name) for name in meta_fields)
 
-        def unflatten(meta: tuple, children: Any) -> Any:
-            return _new(
-                cls, **dict(zip(meta_fields, meta, strict=True)), **dict(zip(data_fields, children, strict=True))
-            )
+    def unflatten(meta: tuple, children: Any) -> Any:
+        return _from_fields(
+            cls, **dict(zip(meta_fields, meta, strict=True)), **dict(zip(data_fields, children, strict=True))
+        )
 
-        jax.tree_util.register_pytree_with_keys(cls, flatten_with_keys, unflatten, flatten)
-        return cls
-
-    return register
+    jax.tree_util.register_pytree_with_keys(cls, flatten_with_keys, unflatten, flatten)
+    return cls
 
 
 def all_finite(tree: Any) -> jnp.ndarray:
@@ -161,7 +187,7 @@ def all_finite(tree: Any) -> jnp.ndarray:
     return jnp.all(jnp.stack(checks))
 
 
-@_register((), ())
+@_register
 @dataclasses.dataclass(frozen=True)
 class NoOpLossScale:
     """No loss scaling: `scale` and `unscale` return their input.
@@ -202,7 +228,7 @@ class _Scaling:
         return _multiply_floats(tree, 1.0 / self.loss_scale)
 
 
-@_register(("loss_scale",), ())
+@_register
 @dataclasses.dataclass(frozen=True, init=False, eq=False)
 class StaticLossScale(_Scaling):
     """A fixed loss scale.
@@ -228,7 +254,7 @@ class StaticLossScale(_Scaling):
         return self
 
 
-@_register(("loss_scale", "counter"), ("growth_interval", "factor", "min_scale", "max_scale"))
+@_register
 @dataclasses.dataclass(frozen=True, init=False, eq=False)
 class DynamicLossScale(_Scaling):
     """A loss scale that grows while gradients stay finite and shrinks when they do not.
@@ -256,10 +282,10 @@ class DynamicLossScale(_Scaling):
 
     loss_scale: Any
     counter: Any
-    growth_interval: int
-    factor: float
-    min_scale: float
-    max_scale: float
+    growth_interval: int = _static_field()
+    factor: float = _static_field()
+    min_scale: float = _static_field()
+    max_scale: float = _static_field()
 
     def __init__(
         self,
@@ -319,5 +345,4 @@ class DynamicLossScale(_Scaling):
         shrunk = jnp.maximum(self.loss_scale / jnp.where(finite, 1.0, self.factor), self.min_scale)
         loss_scale = jnp.where(finite, jnp.where(grow, grown, self.loss_scale), shrunk)
         counter = jnp.where(finite & ~grow, counter, 0)
-        statics = {name: getattr(self, name) for name in ("growth_interval", "factor", "min_scale", "max_scale")}
-        return _new(type(self), loss_scale=loss_scale.astype(jnp.float32), counter=counter.astype(jnp.int32), **statics)
+        return _replace(self, loss_scale=loss_scale.astype(jnp.float32), counter=counter.astype(jnp.int32))

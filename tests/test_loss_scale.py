@@ -5,6 +5,7 @@ is the same as the library's float32 state; it never calls the library. Sequence
 with a jitted `adjust` per step, and inside a jitted `jax.lax.scan`.
 """
 
+import dataclasses
 import math
 import re
 
@@ -713,3 +714,97 @@ def test_loss_scales_survive_every_tree_utility(factory):
     stacked = jax.vmap(lambda x: jax.tree.map(lambda leaf: leaf + x.astype(leaf.dtype), loss_scale))(jnp.arange(3))
     assert stacked.loss_scale.shape == (3,)
     assert {name: getattr(stacked, name) for name in statics} == statics
+
+
+# --- regressions (issue 7): pytree fields come from the dataclass fields -----------------------
+# Every check below walks `dataclasses.fields`, so a field added to a loss scale is checked
+# without editing these tests: it must come through flatten/unflatten, jit, vmap and `adjust`.
+
+
+def distinct_instance(cls):
+    """An instance whose fields all differ from their defaults (so a dropped field shows)."""
+    if cls is DynamicLossScale:
+        return DynamicLossScale(
+            initial_scale=6.0, growth_interval=7, factor=4.0, min_scale=0.25, max_scale=1000.0, counter=3
+        )
+    return StaticLossScale(12.0) if cls is StaticLossScale else NoOpLossScale()
+
+
+def is_static(field):
+    return bool(field.metadata.get("static"))
+
+
+def field_values(obj, fields):
+    """Every field as a Python value; statics keep their type. AttributeError if one is missing."""
+    return {f.name: getattr(obj, f.name) if is_static(f) else np.asarray(getattr(obj, f.name)).tolist() for f in fields}
+
+
+LOSS_SCALE_CLASSES = [NoOpLossScale, StaticLossScale, DynamicLossScale]
+
+
+@pytest.mark.parametrize("cls", LOSS_SCALE_CLASSES, ids=lambda cls: cls.__name__)
+def test_the_leaves_are_the_fields_not_marked_static_in_field_order(cls):
+    fields = dataclasses.fields(cls)
+    paths = [path for path, _ in jax.tree_util.tree_flatten_with_path(distinct_instance(cls))[0]]
+    assert paths == [(jax.tree_util.GetAttrKey(f.name),) for f in fields if not is_static(f)]
+    if cls is DynamicLossScale:  # written out: the state is the leaves, the hyperparameters static
+        assert [f.name for f in fields if not is_static(f)] == ["loss_scale", "counter"]
+        assert [f.name for f in fields if is_static(f)] == list(META)
+
+
+@pytest.mark.parametrize("cls", LOSS_SCALE_CLASSES, ids=lambda cls: cls.__name__)
+def test_every_dataclass_field_survives_flatten_unflatten_jit_vmap_and_adjust(cls):
+    obj, fields = distinct_instance(cls), dataclasses.fields(cls)
+    expected = field_values(obj, fields)
+    statics = {f.name: expected[f.name] for f in fields if is_static(f)}
+    rebuilt = field_values(jax.tree.unflatten(*reversed(jax.tree.flatten(obj))), fields)
+    assert rebuilt == expected
+    assert {name: type(rebuilt[name]) for name in statics} == {name: type(value) for name, value in statics.items()}
+    assert field_values(jax.jit(lambda s: s)(obj), fields) == expected
+    traced = {}
+    jax.jit(lambda s: traced.update({name: getattr(s, name) for name in statics}))(obj)
+    assert traced == statics
+    stacked = jax.vmap(lambda s: s, axis_size=2)(jax.tree.map(lambda leaf: jnp.stack([leaf, leaf]), obj))
+    assert field_values(stacked, fields) == {
+        name: value if name in statics else [value, value] for name, value in expected.items()
+    }
+    for adjusted in (obj.adjust(True), jax.jit(lambda s: s.adjust(jnp.asarray(False)))(obj)):
+        assert type(adjusted) is cls
+        assert {name: value for name, value in field_values(adjusted, fields).items() if name in statics} == statics
+
+
+def test_a_class_registered_by_the_helper_carries_every_declared_field():
+    # A stand-in for "a field was added": data and static fields declared once, nothing else.
+    from dtypepolicy.loss_scale import _from_fields, _register, _replace, _static_field
+
+    @_register
+    @dataclasses.dataclass(frozen=True, init=False, eq=False)
+    class Extended:
+        scale: object
+        steps: object
+        extra: object
+        name: str = _static_field()
+        limit: int = _static_field()
+
+        def __init__(self):
+            raise AssertionError("tree utilities must rebuild instances without __init__")
+
+    obj = _from_fields(Extended, scale=jnp.float32(2.0), steps=jnp.int32(1), extra=jnp.int32(9), name="x", limit=4)
+    paths = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(obj)[0]]
+    assert paths == [".scale", ".steps", ".extra"]
+    fields = dataclasses.fields(Extended)
+    expected = {"scale": 2.0, "steps": 1, "extra": 9, "name": "x", "limit": 4}
+    assert field_values(jax.tree.unflatten(*reversed(jax.tree.flatten(obj))), fields) == expected
+    assert field_values(jax.jit(lambda s: s)(obj), fields) == expected
+    stacked = jax.vmap(lambda s: _replace(s, extra=s.extra + 1))(jax.tree.map(lambda leaf: jnp.stack([leaf] * 2), obj))
+    assert field_values(stacked, fields) == {**expected, "scale": [2.0, 2.0], "steps": [1, 1], "extra": [10, 10]}
+    assert field_values(_replace(obj, steps=jnp.int32(5)), fields) == {**expected, "steps": 5}
+
+
+def test_building_from_fields_refuses_a_missing_or_unknown_field():
+    from dtypepolicy.loss_scale import _from_fields, _replace
+
+    with pytest.raises(TypeError, match=r"DynamicLossScale.*missing \['max_scale'\]"):
+        _from_fields(DynamicLossScale, loss_scale=1.0, counter=0, growth_interval=2, factor=2.0, min_scale=1.0)
+    with pytest.raises(TypeError, match=r"StaticLossScale.*unknown \['counter'\]"):
+        _replace(StaticLossScale(2.0), counter=1)
