@@ -11,7 +11,7 @@ from dtypepolicy import float8, loss_scale
 from dtypepolicy._autocast import autocast_scope
 from dtypepolicy._defaults import dtype_policy, policy_scope, set_dtype_policy
 from dtypepolicy._policy import DTypePolicy, QuantizedDTypePolicy, QuantizedFloat8DTypePolicy
-from dtypepolicy._policy_map import DTypePolicyMap
+from dtypepolicy._policy_map import DTypePolicyMap, PolicyMatch
 from dtypepolicy._serialization import deserialize, get, serialize
 from dtypepolicy._stateless import StatelessScope
 from dtypepolicy._strict import DtypeUpcastError, DtypeUpcastWarning, set_strict, strict_mode
@@ -22,6 +22,7 @@ __all__ = [
     "DTypePolicyMap",
     "DtypeUpcastError",
     "DtypeUpcastWarning",
+    "PolicyMatch",
     "QuantizedDTypePolicy",
     "QuantizedFloat8DTypePolicy",
     "StatelessScope",

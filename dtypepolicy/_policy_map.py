@@ -23,7 +23,23 @@ def _as_policy(value: Any, what: str) -> DTypePolicy:
 
 
 class PolicyMatch(NamedTuple):
-    """What a DTypePolicyMap gives one layer path: the policy, and the key that chose it."""
+    """What a DTypePolicyMap gives one layer path: the policy, and the key that chose it.
+
+    `DTypePolicyMap.explain` returns one per layer. It is a named tuple, so it unpacks as
+    `policy, key = match` and compares equal to a plain `(policy, key)` tuple.
+
+    Attributes:
+      policy: the `DTypePolicy` the map gives the path.
+      key: the map key that equals or fully matches the path; None when no key matched and the
+        map's default policy applied.
+
+    Example:
+      >>> from types import SimpleNamespace as FakeLayer
+      >>> policy_map = DTypePolicyMap("float32", {"head": "mixed_bfloat16"})
+      >>> match = policy_map.explain(FakeLayer(path="head", sublayers=list))["head"]
+      >>> isinstance(match, PolicyMatch), match.policy.name, match.key
+      (True, 'mixed_bfloat16', 'head')
+    """
 
     policy: DTypePolicy
     key: str | None  # None: no key matched, the map's default policy applied

@@ -187,6 +187,15 @@ def test_explain_gives_each_layer_its_policy_and_the_matching_key(cls):
     assert policy == F16 and key == "enc/head"
 
 
+def test_explain_rows_are_the_exported_policy_match_type():
+    # Before: explain returned PolicyMatch rows, but the name was not exported from dtypepolicy.
+    assert "PolicyMatch" in dp.__all__
+    rows = dp.DTypePolicyMap("float32", {"enc/head": "float16"}).explain(fake_model())
+    assert all(type(row) is dp.PolicyMatch for row in rows.values())
+    assert dp.PolicyMatch._fields == ("policy", "key")
+    assert rows["enc/head"] == dp.PolicyMatch(F16, "enc/head") and rows["enc"] == dp.PolicyMatch(F32, None)
+
+
 def test_explain_with_a_none_default_reports_the_default_current_now():
     policy_map = dp.DTypePolicyMap(None, {"enc/head": "float16"})
     with dp.policy_scope("bfloat16"):
