@@ -97,6 +97,11 @@ class ArrayBehaviour:
         """The value (read like `.value`) with its last two axes swapped."""
         return self.value.mT
 
+    @property
+    def at(self) -> Any:
+        """`jax.Array.at` of the value (read like `.value`): functional updates that return arrays."""
+        return self.value.at
+
     def __jax_array__(self) -> jax.Array:
         return self.value
 

@@ -6,6 +6,7 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -199,17 +200,24 @@ class Variable(ArrayBehaviour):
         return self._dtype
 
     def numpy(self) -> np.ndarray:
-        """The value as a NumPy array (read like `.value`)."""
-        return np.asarray(self.value)
+        """The value as a writable NumPy array of its own (read like `.value`)."""
+        return np.array(self.value)
 
     # --- writing -------------------------------------------------------------------------
 
     def _store(self, new: jnp.ndarray) -> jnp.ndarray:
         scope = stateless_scope_var.get()
-        if scope is None:
-            object.__setattr__(self, "_value", new)
+        if scope is not None:
+            scope.write(self, new)  # a StatelessScope (or a layer call's transaction) decides
+        elif isinstance(new, jax.core.Tracer):
+            raise RuntimeError(
+                f"Cannot store a value traced by JAX in variable {self._path!r}: the write happened inside "
+                f"jax.jit, grad or vmap, and the variable would keep a tracer that is invalid once the trace "
+                f"ends. Return the new value from the transformed function and assign it outside, or write "
+                f"inside a dtypepolicy.StatelessScope and read scope.get_current_value(variable)."
+            )
         else:
-            scope.write(self, new)
+            object.__setattr__(self, "_value", new)
         return new
 
     def assign(self, value: Any) -> jnp.ndarray:

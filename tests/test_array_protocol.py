@@ -270,3 +270,30 @@ def test_dtype_only_functions_work_through_layers_ops():
         assert zeros.dtype == jnp.bfloat16 and zeros.shape == START.shape
         assert layers.ops.result_type(variable) == jnp.bfloat16
         assert jnp.zeros_like(variable.value).dtype == jnp.bfloat16
+
+
+def test_a_write_traced_by_the_users_jit_outside_a_layer_is_refused_and_changes_nothing():
+    variable = dp.Variable(jnp.ones(3), name="v")
+    with pytest.raises(RuntimeError, match=r"Cannot store a value traced by JAX in variable 'v'"):
+        jax.jit(lambda x: variable.assign(x))(jnp.zeros(3))
+    with pytest.raises(RuntimeError, match=r"variable 'v'"):
+        jax.grad(lambda x: jnp.sum(variable.assign_add(x)))(jnp.zeros(3))
+    np.testing.assert_array_equal(variable.numpy(), np.ones(3))
+
+    # Inside a StatelessScope the traced write is the scope's business, and allowed.
+    def step(x):
+        with dp.StatelessScope() as scope:
+            variable.assign_add(x)
+        return scope.get_current_value(variable)
+
+    np.testing.assert_array_equal(np.asarray(jax.jit(step)(jnp.ones(3))), np.full(3, 2.0))
+
+
+def test_at_and_numpy_read_the_value():
+    variable = dp.Variable(START)
+    with dp.autocast_scope("bfloat16"):
+        updated = variable.at[0, 0].set(7.0)
+    assert updated.dtype == jnp.bfloat16 and float(updated[0, 0]) == 7.0
+    copy_of_value = variable.numpy()
+    copy_of_value[0, 0] = 9.0  # writable, and the variable's own
+    np.testing.assert_array_equal(variable.numpy(), START)
