@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,8 +14,10 @@ from dtypepolicy._dtypes import is_float, standardize_dtype
 from layers import (
     _call_pipeline,
     _config,
+    _copying,
     _input_spec,
     _names,
+    _ownership,
     _shapes,
     _summary,
     _tracking,
@@ -31,11 +32,6 @@ from layers._metrics import Metric
 # Framework attributes that hold state but must not be tracked as the layer's own state.
 _UNTRACKED = frozenset({"_parent", "_own_variables", "_own_layers", "_losses", "_metrics_by_name"})
 _QUANTIZATION_MODES = ("int8", "int4", "float8")
-# Not part of a pickled or deep-copied layer: links to the layers tracking it, and flags
-# that only mean something during a call or build.
-_NOT_COPIED = frozenset({"_parent", "_owners", "_building"})
-# Sets of own-variable ids: stored as positions in `_own_variables` when pickled.
-_ID_SETS = ("_state_ids", "_frozen_ids")
 # Constructor arguments the base class serializes itself (a policy map is not a plain value).
 _BASE_CONFIG_KEYS = frozenset({"name", "trainable", "dtype", "autocast", "activity_regularizer"})
 
@@ -81,6 +77,7 @@ class Layer(_tracking.Trackable):
     # Tracking bookkeeping that only some layers need; instances replace these (never mutate).
     _owners: tuple = ()  # (sequence number, weakref to a layer tracking this one), in tracking order
     _frozen_ids: frozenset = frozenset()  # ids of own variables that `trainable = False` switched off
+    _frozen_layer_ids: frozenset = frozenset()  # ids of own sublayers that freezing this layer switched off
     _map_checked = False  # whether a DTypePolicyMap held here was checked for unmatched keys
     _last_output = None  # shapes and dtypes of the last call's outputs, for summary()
 
@@ -161,125 +158,26 @@ class Layer(_tracking.Trackable):
         """Records every new Variable and Layer in `value` as this layer's own state.
 
         Everything is checked before anything changes: a locked layer, or a layer that would
-        contain itself (a cycle), raises and leaves the tracking as it was.
+        contain itself (a cycle), raises and leaves the tracking as it was. A non-trainable
+        layer freezes what it takes in (see `_ownership.track`).
         """
-        new = [
-            item
-            for item in _tracking.unique(_tracking.iter_state(value))
-            if item is not self
-            and not any(entry is item for entry in (self._own_variables, self._own_layers)[isinstance(item, Layer)])
-        ]
-        if not new:
-            return
-        if self._locked:
-            raise ValueError(
-                f"Layer {self.name!r} is already built; it cannot take new state "
-                f"({', '.join(getattr(item, 'path', repr(item)) for item in new)}). Create variables and "
-                f"sublayers in __init__ or build()."
-            )
-        for item in new:
-            if isinstance(item, Layer):
-                item._check_initialized()
-                self._check_no_cycle(item)
-        for item in new:
-            if isinstance(item, Layer):
-                self._own_layers.append(item)
-                object.__setattr__(item, "_owners", (*item._owners, (_tracking.next_sequence(), weakref.ref(self))))
-                if not self._trainable and item._trainable:
-                    item.trainable = False
-                item._refresh_parents()
-            else:
-                self._own_variables.append(item)
-                if item.path == item.name:
-                    item._set_path(f"{self.path}/{item.name}")
-                if not self._trainable and item.trainable:
-                    item.trainable = False
-                    object.__setattr__(self, "_frozen_ids", self._frozen_ids | {id(item)})
-
-    def _check_no_cycle(self, layer: Layer) -> None:
-        inside = next((entry for entry in layer._flatten_layers() if entry is self), None)
-        if inside is not None:
-            raise ValueError(
-                f"Layer {self.name!r} cannot track layer {layer.name!r}: {layer.name!r} already contains "
-                f"{self.name!r} (as {self.path!r}), so tracking it would make a cycle. A layer cannot hold "
-                f"a layer that holds it; keep such a reference outside the layers (or pass it to call())."
-            )
-
-    def _held_state_ids(self) -> set[int]:
-        """Ids of the Variables and Layers this layer's attributes hold right now."""
-        held: set[int] = set()
-        for key, value in self.__dict__.items():
-            if key not in _UNTRACKED and _tracking.may_hold_state(value):
-                held.update(id(item) for item in _tracking.iter_state(value))
-        return held
+        _ownership.track(self, value)
 
     def _untrack(self, value: Any) -> None:
-        """Forgets the state in `value` that no attribute of this layer holds any more."""
-        removed = [item for item in _tracking.unique(_tracking.iter_state(value)) if item is not self]
-        if not removed:
-            return
-        held = self._held_state_ids()
-        for item in removed:
-            if id(item) in held:
-                continue  # still held elsewhere, or added back
-            if isinstance(item, Layer):
-                if any(entry is item for entry in self._own_layers):
-                    self._own_layers[:] = [entry for entry in self._own_layers if entry is not item]
-                    owners = tuple(entry for entry in item._owners if entry[1]() is not self)
-                    object.__setattr__(item, "_owners", owners)
-                    item._refresh_parents()
-            elif any(entry is item for entry in self._own_variables):
-                self._own_variables[:] = [entry for entry in self._own_variables if entry is not item]
-                if id(item) in self._state_ids:
-                    self._state_ids.discard(id(item))
-                if id(item) in self._frozen_ids:  # it leaves the frozen layer: its own flag comes back
-                    item.trainable = True
-                    object.__setattr__(self, "_frozen_ids", self._frozen_ids - {id(item)})
-                if item.path == f"{self.path}/{item.name}":
-                    item._set_path(item.name)
+        """Forgets the state in `value` that no attribute of this layer holds any more.
 
-    def _root(self) -> Layer:
-        layer = self
-        while layer._parent is not None:
-            layer = layer._parent
-        return layer
-
-    def _choose_parent(self) -> Layer | None:
-        """The parent among the layers tracking this one (see "Paths" in docs/layer.md).
-
-        The latest owner decides the model; within that model the earliest owner is the parent,
-        so a second reference inside one model keeps the first path, and a layer put into
-        another model (`Sequential(old.layers)`) follows the new one.
+        What leaves gets back what this layer changed: a variable its own path and `trainable`
+        flag, a sublayer its `trainable` flag and another parent (or none).
         """
-        owners = [
-            owner
-            for _, ref in sorted(self._owners, key=lambda entry: entry[0])
-            if (owner := ref()) is not None and any(entry is self for entry in owner._own_layers)
-        ]  # an owner rolled back by a failed build no longer holds this layer
-        if not owners:
-            return None
-        root = owners[-1]._root()
-        return next(owner for owner in owners if owner._root() is root)
+        _ownership.untrack(self, value, _UNTRACKED)
 
     def _refresh_parents(self) -> None:
-        """Re-derives the parent of this layer and everything inside it, then their paths."""
-        subtree = self._flatten_layers()
-        for _ in range(len(subtree)):  # parents depend on other parents: repeat until stable
-            changed = False
-            for layer in subtree:
-                parent = layer._choose_parent()
-                if parent is not layer._parent:
-                    object.__setattr__(layer, "_parent", parent)
-                    changed = True
-            if not changed:
-                break
-        self._update_paths()
+        """Re-derives the parent of this layer and everything inside it, then their paths.
 
-    def _update_paths(self) -> None:
-        for layer in self._flatten_layers():
-            prefix = layer.path
-            for variable in layer._own_variables:
-                variable._set_path(f"{prefix}/{variable.name}")
+        The latest owner decides the model; within that model the earliest owner is the parent
+        (see "Paths" in docs/layer.md).
+        """
+        _ownership.refresh_parents(self)
 
     @contextlib.contextmanager
     def _unlocked(self) -> Iterator[None]:
@@ -317,27 +215,25 @@ class Layer(_tracking.Trackable):
         """
         return self._flatten_layers(include_self=False)
 
-    def summary(self, print_fn: Any = print) -> str:
-        """Prints, and returns, a table of this layer and its sublayers.
+    def summary(self, print_fn: Any = None) -> None:
+        """Prints a table of this layer and its sublayers, line by line; returns None (as Keras).
 
         One row per layer (path, class, policy with its variable / compute / output dtypes,
         parameters, and the shapes and dtypes of the last call's outputs), then the totals.
 
         Args:
-          print_fn: called with the whole table as one string; None prints nothing.
+          print_fn: called with each line of the table; None (the default) means `print`.
 
         Example:
           >>> from layers import Dense, Sequential
           >>> model = Sequential([Dense(4, name="hidden")], name="mlp", dtype="mixed_bfloat16")
           >>> _ = model(np.ones((2, 3)))
-          >>> text = model.summary(print_fn=None)
-          >>> [line.split()[0] for line in text.splitlines()[2:4]]
+          >>> lines = []
+          >>> model.summary(print_fn=lines.append)
+          >>> [line.split()[0] for line in lines[2:4]]
           ['mlp', 'mlp/hidden']
         """
-        text = _summary.summary_text(self)
-        if print_fn is not None:
-            print_fn(text)
-        return text
+        _summary.print_summary(self, print_fn)
 
     def _record_call(self, outputs: Any) -> Any:
         """Called by the pipeline with each call's outputs: notes their shapes and dtypes."""
@@ -354,50 +250,22 @@ class Layer(_tracking.Trackable):
     # --- copies and pickles --------------------------------------------------------------
 
     def __copy__(self) -> Layer:
-        """A new layer object sharing this one's variables and sublayers (see docs/layer.md)."""
-        twin = object.__new__(type(self))
-        state = {key: _tracking.rewrap(value, twin) for key, value in self.__dict__.items()}
-        state.update(
-            _parent=None,
-            _own_variables=list(self._own_variables),
-            _own_layers=list(self._own_layers),
-            _losses=list(self._losses),
-            _metrics_by_name=dict(self._metrics_by_name),
-            _state_ids=set(self._state_ids),
-        )
-        state.pop("_owners", None)
-        object.__getattribute__(twin, "__dict__").update(state)
-        return twin
+        """A new layer object sharing this one's variables and sublayers (see docs/layer.md).
+
+        It has no parent: a policy it followed from a layer above it becomes its own default.
+        """
+        return _copying.shallow_copy(self)
 
     def __reduce_ex__(self, protocol: Any) -> Any:
-        return (_new_layer, (type(self),), self.__getstate__())
+        return (_copying.new_layer, (type(self),), self.__getstate__())
 
     def __getstate__(self) -> dict[str, Any]:
-        # Links to the layers tracking this one are left out (weak references; a copied
-        # sublayer must not drag its parents along): owners re-link their sublayers on restore.
-        state = {key: value for key, value in self.__dict__.items() if key not in _NOT_COPIED}
-        positions = {id(variable): index for index, variable in enumerate(self._own_variables)}
-        for key in _ID_SETS:
-            state[key] = sorted(positions[i] for i in getattr(self, key) if i in positions)
-        state["_owned_since"] = [
-            next((number for number, ref in layer._owners if ref() is self), None) for layer in self._own_layers
-        ]
-        return state
+        """The state pickled and deep-copied: not the links to the layers tracking this one."""
+        return _copying.get_state(self)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        state = dict(state)
-        owned_since = state.pop("_owned_since", [])
-        variables = state["_own_variables"]
-        for key in _ID_SETS:
-            ids = {id(variables[index]) for index in state.get(key, ())}
-            state[key] = ids if key == "_state_ids" else frozenset(ids)
-        state["_parent"] = None
-        object.__getattribute__(self, "__dict__").update(state)
-        for layer, number in zip(self._own_layers, owned_since, strict=False):
-            number = _tracking.next_sequence() if number is None else number
-            _tracking.observe_sequence(number)
-            object.__setattr__(layer, "_owners", (*layer._owners, (number, weakref.ref(self))))
-        self._refresh_parents()
+        """Restores a layer; a copy taken without its parent keeps the policy it followed."""
+        _copying.set_state(self, state)
 
     # --- names, paths and policies -------------------------------------------------------
 
@@ -555,24 +423,11 @@ class Layer(_tracking.Trackable):
 
     @trainable.setter
     def trainable(self, value: bool) -> None:
+        # Reaches every sublayer and their variables; True switches back on only the variables
+        # the flag switched off (see `_ownership.set_trainable`).
         if not isinstance(value, bool):
             raise TypeError(f"trainable must be a bool, received {value!r}.")
-        for layer in self._flatten_layers():
-            object.__setattr__(layer, "_trainable", value)
-            layer._sync_variables_trainable()
-
-    def _sync_variables_trainable(self) -> None:
-        """Makes the own variables' `trainable` follow the layer's flag, and undoes it."""
-        if not self._trainable:
-            switched = [v for v in self._own_variables if v.trainable]
-            for variable in switched:
-                variable.trainable = False
-            object.__setattr__(self, "_frozen_ids", self._frozen_ids | {id(v) for v in switched})
-        elif self._frozen_ids:
-            for variable in self._own_variables:
-                if id(variable) in self._frozen_ids:
-                    variable.trainable = True
-            object.__setattr__(self, "_frozen_ids", frozenset())
+        _ownership.set_trainable(self, value)
 
     def add_state(self, initializer: Any, shape: Any, dtype: Any, name: str) -> dp.Variable:
         """Creates non-trainable state that is not a weight (random-generator keys, counters).
@@ -797,9 +652,7 @@ class Layer(_tracking.Trackable):
         return f"<{type(self).__name__} name={self.name}, built={self.built}>"
 
 
-def _new_layer(cls: type) -> Layer:
-    """An empty instance for pickle and deepcopy; `__setstate__` fills it."""
-    return object.__new__(cls)
+_new_layer = _copying.new_layer  # the name pickles made before _copying existed refer to
 
 
 def _as_float32(value: Any) -> Any:

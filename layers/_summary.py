@@ -1,17 +1,23 @@
-"""Walking a model: the `summary()` table, and the check for policy-map keys that match no layer."""
+"""Walking a model: the table `Layer.summary()` prints."""
 
 from __future__ import annotations
 
-import difflib
-import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+# The map-key check lived here first; its names stay importable from this module.
+from layers._policy_key_check import UnmatchedPolicyKeyWarning, warn_unmatched_keys
+
+__all__ = [
+    "UnmatchedPolicyKeyWarning",
+    "print_summary",
+    "summary_lines",
+    "summary_rows",
+    "summary_text",
+    "warn_unmatched_keys",
+]
+
 _COLUMNS = ("Path", "Class", "Policy", "Variable/compute/output", "Params", "Output")
-
-
-class UnmatchedPolicyKeyWarning(UserWarning):
-    """A `DTypePolicyMap` key matched no layer path of the model holding the map (a typo?)."""
 
 
 def _describe_output(record: tuple | None) -> str:
@@ -42,8 +48,8 @@ def summary_rows(layer: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def summary_text(layer: Any) -> str:
-    """The table `Layer.summary` prints: a header, one line per layer, then the totals."""
+def summary_lines(layer: Any) -> list[str]:
+    """The table `Layer.summary` prints, one string per line: a header, one line per layer, then the totals."""
     table = [
         (
             row["path"],
@@ -65,23 +71,16 @@ def summary_text(layer: Any) -> str:
     total = sum(variable.size for variable in layer.weights)
     lines = [format_line(_COLUMNS), rule, *(format_line(line) for line in table), rule]
     lines.append(f"Total params: {total:,} (trainable: {trainable:,}, non-trainable: {total - trainable:,})")
-    return "\n".join(lines)
+    return lines
 
 
-def warn_unmatched_keys(layer: Any) -> None:
-    """Warns (`UnmatchedPolicyKeyWarning`) about keys of the map `layer` holds that match no path."""
-    paths = [entry.path for entry in layer._flatten_layers()]
-    keys = layer._explicit_dtype.unmatched_keys(paths)
-    if not keys:
-        return
-    hints = []
-    for key in keys:
-        close = difflib.get_close_matches(key, paths, n=1)
-        hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    shown = ", ".join(repr(path) for path in paths[:8]) + (", ..." if len(paths) > 8 else "")
-    warnings.warn(
-        f"DTypePolicyMap keys matched no layer of {layer.path!r} when it was first called: {', '.join(hints)}. "
-        f"Layers they were meant for get the map's default policy instead. Layer paths: {shown}.",
-        UnmatchedPolicyKeyWarning,
-        stacklevel=5,
-    )
+def summary_text(layer: Any) -> str:
+    """The table as one string (the lines joined with newlines)."""
+    return "\n".join(summary_lines(layer))
+
+
+def print_summary(layer: Any, print_fn: Callable[[str], Any] | None) -> None:
+    """Calls `print_fn` (`print` when None, as in Keras) with each line of the table."""
+    emit = print if print_fn is None else print_fn
+    for line in summary_lines(layer):
+        emit(line)

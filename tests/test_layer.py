@@ -598,3 +598,77 @@ def test_copy_copy_shares_variables_and_sublayers():
     np.testing.assert_array_equal(np.asarray(shallow(x)), np.asarray(model(x)))
     shallow.head = None  # its attributes and tracking lists are its own
     assert model.head is not None and len(model.weights) == 6 and len(shallow.weights) == 4
+
+
+# ---------------------------------------------------------------- freezing through a container is undone on removal
+
+
+def test_a_sublayer_leaving_a_frozen_layer_gets_its_flags_back():
+    holder = Layer(name="frozen_holder", trainable=False)
+    holder.items = []
+    dense = Linear(2, name="dense")
+    dense.build((None, 3))
+    holder.items.append(dense)
+    assert dense.trainable is False and [v.trainable for v in dense.variables] == [False, False]
+    holder.items.pop()
+    assert dense.trainable is True and [v.trainable for v in dense.variables] == [True, True]
+    assert [v.path for v in dense.trainable_weights] == ["dense/kernel", "dense/bias"]
+
+
+def test_a_sublayer_frozen_by_a_later_trainable_false_gets_its_flags_back_when_removed():
+    holder = Layer(name="holder")
+    holder.items = [Linear(2, name="dense")]
+    holder.items[0].build((None, 3))
+    holder.trainable = False
+    removed = holder.items.pop()
+    assert removed.trainable is True and [v.trainable for v in removed.variables] == [True, True]
+
+
+def test_removal_switches_back_only_what_the_freezing_switched_off():
+    inner_block = Model(name="block_model")  # block (a Linear and a frozen Linear inside) and head
+    inner_block.block.norm.trainable = False  # by hand: it stays off
+    inner_block(np.ones((1, 3), np.float32))
+    holder = Layer(name="holder", trainable=False)
+    holder.items = [inner_block]
+    assert not any(layer.trainable for layer in inner_block._flatten_layers())
+    del holder.items[0]
+    assert [(layer.path, layer.trainable) for layer in inner_block._flatten_layers()] == [
+        ("block_model", True),
+        ("block_model/block_0", True),
+        ("block_model/block_0/dense", True),
+        ("block_model/block_0/norm", False),
+        ("block_model/head", True),
+    ]
+    assert [v.path for v in inner_block.variables if not v.trainable] == [
+        "block_model/block_0/norm/kernel",
+        "block_model/block_0/norm/bias",
+    ]
+
+
+def test_a_flag_set_by_hand_inside_a_frozen_layer_is_kept_on_removal():
+    holder = Layer(name="holder", trainable=False)
+    holder.items = [Linear(2, name="dense")]
+    dense = holder.items[0]
+    dense.trainable = False  # the user's decision now, not the holder's
+    holder.items.pop()
+    assert dense.trainable is False
+
+
+def test_a_sublayer_still_held_by_another_frozen_layer_stays_frozen():
+    first, second = Layer(name="first", trainable=False), Layer(name="second", trainable=False)
+    dense = Linear(2, name="dense")
+    first.dense = dense
+    second.dense = dense
+    del first.dense
+    assert dense.trainable is False  # second still freezes it
+    del second.dense
+    assert dense.trainable is True
+
+
+@pytest.mark.parametrize("clone", [copy.deepcopy, _pickle_round_trip], ids=["deepcopy", "pickle"])
+def test_a_copied_frozen_holder_still_gives_its_sublayers_flags_back(clone):
+    holder = Layer(name="holder", trainable=False)
+    holder.items = [Linear(2, name="dense")]
+    twin = clone(holder)
+    dense = twin.items.pop()
+    assert dense.trainable is True

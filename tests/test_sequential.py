@@ -115,3 +115,19 @@ def test_pop_after_build_drops_the_weights_and_count_params():
     popped = model.pop()
     assert model.count_params() == 4 * 3 + 3 and popped.path == "b"
     assert model.sublayers() == model.layers
+
+
+def test_the_old_models_paths_change_too_so_checkpoints_come_from_the_owning_model():
+    old = Sequential([Linear(3, name="first"), Linear(2, name="last")], name="old")
+    old(np.ones((1, 4)))
+    before = {v.path: np.asarray(v.value) for v in old.weights}
+    assert list(before) == ["old/first/kernel", "old/first/bias", "old/last/kernel", "old/last/bias"]
+    new = Sequential(old.layers, name="new")
+    # The layers are shared and re-parented: the old model reports the new paths for its weights.
+    assert [v.path for v in old.weights] == ["new/first/kernel", "new/first/bias", "new/last/kernel", "new/last/bias"]
+    assert [layer.path for layer in old.layers] == ["new/first", "new/last"]
+    checkpoint = {v.path: np.asarray(v.value) for v in new.weights}  # keyed by the owner's paths
+    assert list(checkpoint) == [path.replace("old/", "new/", 1) for path in before]
+    for (_, a), (_, b) in zip(before.items(), checkpoint.items(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(np.asarray(old(np.ones((1, 4)))), np.asarray(new(np.ones((1, 4)))))

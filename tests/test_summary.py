@@ -9,7 +9,7 @@ import pytest
 import dtypepolicy as dp
 import layers
 from layers import Layer, UnmatchedPolicyKeyWarning
-from layers._summary import summary_rows
+from layers._summary import summary_rows, summary_text
 from tests._layers_for_tests import Linear
 
 
@@ -55,14 +55,14 @@ def test_summary_lists_paths_classes_policies_params_and_outputs():
     policy_map = dp.DTypePolicyMap("mixed_bfloat16", {"model/head": "float32"})
     model = Model(name="model", dtype=policy_map)
     printed = []
-    text = model.summary(print_fn=printed.append)
-    assert printed == [text]
+    assert model.summary(print_fn=printed.append) is None
+    text = "\n".join(printed)
     rows = {line.split()[0]: line.split() for line in text.splitlines()[2:-2]}
     assert list(rows)[:2] == ["model", "model/block_0"] and len(rows) == 8
     assert rows["model/head"][1:5] == ["Linear", "float32", "float32/float32/float32", "0"]
     assert rows["model/head"][5:] == ["(unbuilt)", "-"]
     model(np.ones((3, 5), np.float32))
-    text = model.summary(print_fn=None)
+    text = summary_text(model)
     rows = {line.split()[0]: line.split() for line in text.splitlines()[2:-2]}
     dense, norm, head = 5 * 4 + 4, 4 * 4 + 4, 4 * 2 + 2  # block_1's dense sees 4 features
     block_1 = (4 * 4 + 4) + norm
@@ -88,7 +88,7 @@ def test_summary_rows_are_plain_values_and_count_non_trainable_weights():
         ("seq/bn", "BatchNormalization", 8),
     ]
     assert rows[1]["output"] == (((4, 2), jnp.float32),)
-    assert model.summary(print_fn=None).splitlines()[-1] == "Total params: 16 (trainable: 8, non-trainable: 8)"
+    assert summary_text(model).splitlines()[-1] == "Total params: 16 (trainable: 8, non-trainable: 8)"
 
 
 def test_summary_describes_several_outputs():
@@ -98,8 +98,24 @@ def test_summary_describes_several_outputs():
 
     pair = Pair(name="pair")
     pair(jnp.ones((2, 3)))
-    last = pair.summary(print_fn=None).splitlines()[2]
+    last = summary_text(pair).splitlines()[2]
     assert last.endswith("(2, 3) float32, (1, 3) int32")
+
+
+def test_summary_calls_print_fn_once_per_line_and_prints_when_it_is_none(capsys):
+    model = layers.Sequential([Linear(2, name="lin")], name="seq")
+    model(jnp.ones((1, 3)))
+    calls = []
+    assert model.summary(print_fn=calls.append) is None  # as Keras: nothing returned to echo in a REPL
+    assert len(calls) == 6 and all("\n" not in line for line in calls)  # header, rule, 2 rows, rule, totals
+    assert calls[0].split() == ["Path", "Class", "Policy", "Variable/compute/output", "Params", "Output"]
+    assert calls[2].split()[:2] == ["seq", "Sequential"] and calls[3].split()[:2] == ["seq/lin", "Linear"]
+    assert calls[-1] == "Total params: 8 (trainable: 8, non-trainable: 0)"
+    capsys.readouterr()
+    assert model.summary(print_fn=None) is None
+    assert capsys.readouterr().out == "\n".join(calls) + "\n"  # None means print, line by line
+    model.summary()
+    assert capsys.readouterr().out == "\n".join(calls) + "\n"
 
 
 # ---------------------------------------------------------------- unmatched policy-map keys
@@ -132,3 +148,11 @@ def test_policy_map_explain_walks_a_real_model():
     explained = policy_map.explain(model)
     assert list(explained) == [model.path, *(layer.path for layer in model.sublayers())]
     assert explained["model/head"].key == "model/head" and explained["model/block_1"].key is None
+
+
+def test_the_map_key_check_has_its_own_module_and_keeps_its_old_import_paths():
+    from layers import _policy_key_check, _summary
+
+    assert layers.UnmatchedPolicyKeyWarning is _policy_key_check.UnmatchedPolicyKeyWarning
+    assert _summary.UnmatchedPolicyKeyWarning is _policy_key_check.UnmatchedPolicyKeyWarning
+    assert _summary.warn_unmatched_keys is _policy_key_check.warn_unmatched_keys

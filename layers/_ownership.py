@@ -1,0 +1,236 @@
+"""Ownership: the layers tracking a layer, its parent among them, and the flags that follow.
+
+`Layer._track` and `Layer._untrack` come here. A layer records each layer that starts
+tracking it, with a sequence number (`_owners`); its parent is chosen from those owners (see
+"Paths" in docs/layer.md), and the paths of its variables follow the parent. A non-trainable
+layer freezes what it takes in, and records exactly which variables and direct sublayers it
+switched off, so that removing them (or unfreezing) switches those back and nothing else.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+from layers import _tracking
+
+
+def track(holder: Any, value: Any) -> None:
+    """Records every new Variable and layer in `value` as `holder`'s own state.
+
+    Everything is checked before anything changes: a locked holder, or a layer that would
+    contain its holder (a cycle), raises and leaves the tracking as it was.
+    """
+    new = [
+        item
+        for item in _tracking.unique(_tracking.iter_state(value))
+        if item is not holder
+        and not any(entry is item for entry in (holder._own_layers if is_layer(item) else holder._own_variables))
+    ]
+    if not new:
+        return
+    if holder._locked:
+        raise ValueError(
+            f"Layer {holder.name!r} is already built; it cannot take new state "
+            f"({', '.join(getattr(item, 'path', repr(item)) for item in new)}). Create variables and "
+            f"sublayers in __init__ or build()."
+        )
+    for item in new:
+        if is_layer(item):
+            item._check_initialized()
+            check_no_cycle(holder, item)
+    for item in new:
+        if is_layer(item):
+            holder._own_layers.append(item)
+            object.__setattr__(item, "_owners", (*item._owners, (_tracking.next_sequence(), weakref.ref(holder))))
+            if not holder._trainable and item._trainable:
+                _record(holder, "_frozen_layer_ids", item)
+                freeze(item)
+            item._refresh_parents()
+        else:
+            holder._own_variables.append(item)
+            if item.path == item.name:
+                item._set_path(f"{holder.path}/{item.name}")
+            if not holder._trainable and item.trainable:
+                item.trainable = False
+                _record(holder, "_frozen_ids", item)
+
+
+def check_no_cycle(holder: Any, layer: Any) -> None:
+    """Raises if `layer` already contains `holder`: tracking it would make a cycle."""
+    if any(entry is holder for entry in layer._flatten_layers()):
+        raise ValueError(
+            f"Layer {holder.name!r} cannot track layer {layer.name!r}: {layer.name!r} already contains "
+            f"{holder.name!r} (as {holder.path!r}), so tracking it would make a cycle. A layer cannot hold "
+            f"a layer that holds it; keep such a reference outside the layers (or pass it to call())."
+        )
+
+
+def held_state_ids(holder: Any, untracked: frozenset[str]) -> set[int]:
+    """Ids of the Variables and layers `holder`'s attributes hold right now."""
+    held: set[int] = set()
+    for key, value in holder.__dict__.items():
+        if key not in untracked and _tracking.may_hold_state(value):
+            held.update(id(item) for item in _tracking.iter_state(value))
+    return held
+
+
+def untrack(holder: Any, value: Any, untracked: frozenset[str]) -> None:
+    """Forgets the state in `value` that no attribute of `holder` holds any more.
+
+    A removed layer leaves the holder's owners (it may get another parent, or none); what the
+    holder's freezing switched off is switched back on, unless another frozen owner still holds it.
+    """
+    removed = [item for item in _tracking.unique(_tracking.iter_state(value)) if item is not holder]
+    if not removed:
+        return
+    held = held_state_ids(holder, untracked)
+    for item in removed:
+        if id(item) in held:
+            continue  # still held elsewhere, or added back
+        if is_layer(item):
+            if any(entry is item for entry in holder._own_layers):
+                holder._own_layers[:] = [entry for entry in holder._own_layers if entry is not item]
+                owners = tuple(entry for entry in item._owners if entry[1]() is not holder)
+                object.__setattr__(item, "_owners", owners)
+                if id(item) in holder._frozen_layer_ids:
+                    object.__setattr__(holder, "_frozen_layer_ids", holder._frozen_layer_ids - {id(item)})
+                    _hand_over_or_thaw(item)
+                item._refresh_parents()
+        elif any(entry is item for entry in holder._own_variables):
+            holder._own_variables[:] = [entry for entry in holder._own_variables if entry is not item]
+            holder._state_ids.discard(id(item))
+            if id(item) in holder._frozen_ids:  # it leaves the frozen layer: its own flag comes back
+                item.trainable = True
+                object.__setattr__(holder, "_frozen_ids", holder._frozen_ids - {id(item)})
+            if item.path == f"{holder.path}/{item.name}":
+                item._set_path(item.name)
+
+
+def _hand_over_or_thaw(layer: Any) -> None:
+    # Another owner that is frozen itself keeps the layer frozen, and now owns the record.
+    frozen_owner = next((owner for owner in live_owners(layer) if not owner._trainable), None)
+    if frozen_owner is not None:
+        _record(frozen_owner, "_frozen_layer_ids", layer)
+    else:
+        thaw(layer)
+
+
+def _record(holder: Any, key: str, item: Any) -> None:
+    object.__setattr__(holder, key, getattr(holder, key) | {id(item)})
+
+
+def is_layer(value: Any) -> bool:
+    """Whether `value` is a layer (the only Trackable)."""
+    return isinstance(value, _tracking.Trackable)
+
+
+# --- parents and paths ---------------------------------------------------------------------------
+
+
+def live_owners(layer: Any) -> list[Any]:
+    """The layers tracking `layer`, in tracking order; owners that let go of it (a rolled-back build) excluded."""
+    return [
+        owner
+        for _, ref in sorted(layer._owners, key=lambda entry: entry[0])
+        if (owner := ref()) is not None and any(entry is layer for entry in owner._own_layers)
+    ]
+
+
+def root(layer: Any) -> Any:
+    """The outermost layer above `layer` (itself when it has no parent)."""
+    while layer._parent is not None:
+        layer = layer._parent
+    return layer
+
+
+def choose_parent(layer: Any) -> Any:
+    """The latest owner decides the model; within that model the earliest owner is the parent."""
+    owners = live_owners(layer)
+    if not owners:
+        return None
+    model = root(owners[-1])
+    return next(owner for owner in owners if root(owner) is model)
+
+
+def refresh_parents(layer: Any) -> None:
+    """Re-derives the parent of `layer` and of everything inside it, then their variables' paths."""
+    subtree = layer._flatten_layers()
+    for _ in range(len(subtree)):  # parents depend on other parents: repeat until stable
+        changed = False
+        for entry in subtree:
+            parent = choose_parent(entry)
+            if parent is not entry._parent:
+                object.__setattr__(entry, "_parent", parent)
+                changed = True
+        if not changed:
+            break
+    update_paths(layer)
+
+
+def update_paths(layer: Any) -> None:
+    """Sets every variable's path inside `layer` to `<its layer's path>/<its name>`."""
+    for entry in layer._flatten_layers():
+        prefix = entry.path
+        for variable in entry._own_variables:
+            variable._set_path(f"{prefix}/{variable.name}")
+
+
+# --- trainable -------------------------------------------------------------------------------------
+
+
+def set_trainable(layer: Any, value: bool) -> None:
+    """The `trainable` setter: applies to every layer inside `layer` and reaches their variables.
+
+    A flag set by hand is the user's: owners that froze `layer` forget it, so removing it from
+    them later leaves the flag alone.
+    """
+    for owner in live_owners(layer):
+        if id(layer) in owner._frozen_layer_ids:
+            object.__setattr__(owner, "_frozen_layer_ids", owner._frozen_layer_ids - {id(layer)})
+    if not value:
+        freeze(layer)
+        return
+    for entry in layer._flatten_layers():
+        object.__setattr__(entry, "_trainable", True)
+        object.__setattr__(entry, "_frozen_layer_ids", frozenset())
+        sync_variables(entry)
+
+
+def freeze(layer: Any, _seen: set[int] | None = None) -> None:
+    """Switches `layer` and everything inside it off; each layer records what it switched."""
+    seen = set() if _seen is None else _seen
+    if id(layer) in seen:
+        return
+    seen.add(id(layer))
+    object.__setattr__(layer, "_trainable", False)
+    sync_variables(layer)
+    for sublayer in layer._own_layers:
+        if sublayer._trainable:
+            _record(layer, "_frozen_layer_ids", sublayer)
+        freeze(sublayer, seen)
+
+
+def thaw(layer: Any) -> None:
+    """Switches back on `layer`, and what its freezing switched off inside it (nothing else)."""
+    object.__setattr__(layer, "_trainable", True)
+    sync_variables(layer)
+    recorded = layer._frozen_layer_ids
+    object.__setattr__(layer, "_frozen_layer_ids", frozenset())
+    for sublayer in layer._own_layers:
+        if id(sublayer) in recorded:
+            thaw(sublayer)
+
+
+def sync_variables(layer: Any) -> None:
+    """Makes the own variables' `trainable` follow the layer's flag, and undoes exactly that."""
+    if not layer._trainable:
+        switched = [v for v in layer._own_variables if v.trainable]
+        for variable in switched:
+            variable.trainable = False
+        object.__setattr__(layer, "_frozen_ids", layer._frozen_ids | {id(v) for v in switched})
+    elif layer._frozen_ids:
+        for variable in layer._own_variables:
+            if id(variable) in layer._frozen_ids:
+                variable.trainable = True
+        object.__setattr__(layer, "_frozen_ids", frozenset())
