@@ -1,6 +1,5 @@
 """Dense: one rounding after a float32 accumulation and bias, input_spec, configs, errors."""
 
-import contextlib
 import json
 import math
 
@@ -13,6 +12,7 @@ import pytest
 import dtypepolicy as dp
 from layers import constraints, initializers, regularizers
 from layers._dense import Dense
+from tests._compilations import compilations
 from tests._conformance import Case, check_layer
 from tests._tolerances import assert_close
 
@@ -181,21 +181,6 @@ def test_a_user_autocast_scope_does_not_reach_the_layer_weights():
         np.testing.assert_array_equal(layer(x), expected)
 
 
-@contextlib.contextmanager
-def _compilations():
-    compiled = []
-
-    def listener(event, seconds, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            compiled.append(seconds)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        yield compiled
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
-
-
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "float32"])
 def test_an_eager_call_runs_one_compiled_computation(policy):
     # The input and kernel casts happen inside the one jitted forward: an eager call on a batch
@@ -204,7 +189,7 @@ def test_an_eager_call_runs_one_compiled_computation(policy):
     layer = Dense(7, dtype=policy)
     layer(np.ones((1, 13), np.float32))
     x = jax.block_until_ready(jnp.ones((29, 13), jnp.float32))
-    with _compilations() as compiled:
+    with compilations() as compiled:
         layer(x)
     assert len(compiled) == 1
 

@@ -1,6 +1,5 @@
 """EinsumDense: shapes from the equation, the attention projections, one rounding, configs, errors."""
 
-import contextlib
 import json
 
 import jax
@@ -12,6 +11,7 @@ import dtypepolicy as dp
 from layers import initializers, regularizers
 from layers._dense import Dense
 from layers._einsum_dense import EinsumDense
+from tests._compilations import compilations
 from tests._conformance import Case, check_layer
 from tests._tolerances import assert_close
 
@@ -204,27 +204,12 @@ def test_matches_the_explicit_formula_bit_for_bit(policy, mode):
     np.testing.assert_array_equal(np.asarray(y, np.float32), np.asarray(expected, np.float32))
 
 
-@contextlib.contextmanager
-def _compilations():
-    compiled = []
-
-    def listener(event, seconds, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            compiled.append(seconds)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        yield compiled
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
-
-
 def test_an_eager_call_runs_one_compiled_computation():
     # The casts happen inside the jitted forward: a new batch size compiles that and nothing else.
     layer = EinsumDense("abc,cd->abd", output_shape=(None, 9), bias_axes="d", dtype="mixed_bfloat16")
     layer(np.ones((1, 2, 11), np.float32))
     x = jax.block_until_ready(jnp.ones((31, 2, 11), jnp.float32))
-    with _compilations() as compiled:
+    with compilations() as compiled:
         y = layer(x)
     assert y.dtype == jnp.bfloat16
     assert len(compiled) == 1
