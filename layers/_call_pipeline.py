@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import sys
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +20,7 @@ import dtypepolicy as dp
 from dtypepolicy._autocast import current_autocast_dtype
 from dtypepolicy._dtypes import is_float
 from dtypepolicy._strict import check_outputs, strict_mode
-from layers import _call_context, _inputs, _masking, _signature, _transaction
+from layers import _call_context, _inputs, _masking, _policy_key_check, _signature, _transaction
 from layers._input_spec import check_input_spec
 
 
@@ -112,6 +114,9 @@ def run(layer: Any, args: tuple, kwargs: dict) -> Any:
             outputs = _finish_outputs(layer, policy, outputs, first, mask)
             if top_level:
                 _check_no_traced_writes(layer, transaction.scope)
+            # Output shapes for summary(), the policy-map key check: a warning turned into an
+            # error must fail the call before anything is committed.
+            outputs = layer._record_call(outputs)
     except BaseException as error:
         transaction.rollback()
         if top_level:
@@ -121,14 +126,21 @@ def run(layer: Any, args: tuple, kwargs: dict) -> Any:
         raise
     if not top_level:
         transaction.commit()
-    elif (transaction.losses or transaction.metrics) and not transaction.stateless and transaction.traced(outputs):
+    elif (
+        not transaction.stateless
+        and (transaction.losses or transaction.metrics or any(losses for _, losses in saved_losses))
+        and transaction.traced(outputs)
+    ):
         # Under the user's own jax.jit/grad the losses and metric values are tracers: they must
-        # not reach the layer (stateless_call(..., return_losses=True) returns them instead).
+        # not reach the layer, whose earlier concrete losses stay. `layer.losses` read inside the
+        # same trace still sees this call's losses (stateless_call(..., return_losses=True)
+        # returns them explicitly).
         transaction.commit(apply_reports=False)
-        _restore_losses(saved_losses)
+        _transaction.keep_traced_losses(transaction, saved_losses)
     else:
         transaction.commit()
-    return layer._record_call(outputs)  # output shapes for summary(), policy-map key check
+        _transaction.forget_traced_losses(saved_losses)  # this call's losses replace a traced call's
+    return outputs
 
 
 _UNCHANGED = contextlib.nullcontext()  # reusable: entering it sets nothing
@@ -137,6 +149,25 @@ _UNCHANGED = contextlib.nullcontext()  # reusable: entering it sets nothing
 def _autocast_for(dtype: str | None) -> contextlib.AbstractContextManager:
     """The layer's own autocast scope; no scope at all when the enclosing one already matches."""
     return _UNCHANGED if dtype == current_autocast_dtype() else dp.autocast_scope(dtype)
+
+
+def warn_unmatched_keys(layer: Any) -> None:
+    """The `UnmatchedPolicyKeyWarning` check of a layer holding a map, once, at the caller's line.
+
+    The warning is taken from `_policy_key_check.warn_unmatched_keys` and issued again with the stack
+    level of the first frame outside this package (the user's line that called the layer, or
+    the user's `call` that called it), however deep the pipeline is. The layer counts as
+    checked only once the warning went out: if a filter made it an error, the next call checks again.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _policy_key_check.warn_unmatched_keys(layer)
+    level, frame = 1, sys._getframe(0)
+    while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] == "layers":
+        frame, level = frame.f_back, level + 1
+    for warning in caught:
+        warnings.warn(warning.message, warning.category, stacklevel=level)
+    object.__setattr__(layer, "_map_checked", True)
 
 
 def _restore_losses(saved: list) -> None:
@@ -199,10 +230,14 @@ def _activity_loss(regularizer: Any, output: jax.Array) -> jax.Array:
 # --- build ---------------------------------------------------------------------------------
 
 
-def _build_shapes(layer: Any, args: tuple, kwargs: dict) -> tuple:
-    """The shapes to pass to `build`, one per parameter (see `_signature.build_plan`)."""
+def parameter_shapes(layer: Any, function: Callable, args: tuple, kwargs: dict) -> tuple:
+    """The shapes to pass to `function` (`build`, `compute_output_shape`), one per parameter.
+
+    The parameters are matched to call arguments by `_signature.build_plan` (Keras 3's rule);
+    `args` and `kwargs` are arrays or ShapeDtypeStructs.
+    """
     try:
-        plan = _signature.build_plan(type(layer).build, type(layer).call)
+        plan = _signature.build_plan(function, type(layer).call)
     except ValueError as error:
         raise ValueError(f"Layer {layer.name!r} ({type(layer).__name__}): {error}") from None
     if not plan:
@@ -222,7 +257,7 @@ def _build_shapes(layer: Any, args: tuple, kwargs: dict) -> tuple:
 
 def build_from_arguments(layer: Any, args: tuple, kwargs: dict) -> None:
     """Builds `layer` from the shapes of the call arguments."""
-    layer.build(*_build_shapes(layer, args, kwargs))
+    layer.build(*parameter_shapes(layer, type(layer).build, args, kwargs))
 
 
 def wrap_build(build: Callable) -> Callable:
@@ -290,6 +325,7 @@ def stateless_call(
         strict=True,
     )
     saved_losses = layer._clear_losses()
+    hidden = _transaction.forget_traced_losses(saved_losses)  # its own losses only, put back after
     saved_metrics = {id(m): (m, m._total, m._count) for m in layer.metrics}
     metric_tables = [(owner, dict(owner._metrics_by_name)) for owner in layer._flatten_layers()]
     try:
@@ -301,6 +337,7 @@ def stateless_call(
     finally:
         for owner, losses_before in saved_losses:
             object.__setattr__(owner, "_losses", losses_before)
+        _transaction.restore_traced_losses(hidden)
         for owner, table in metric_tables:
             owner._metrics_by_name.clear()
             owner._metrics_by_name.update(table)

@@ -92,13 +92,14 @@ def convert_number_lists(args: tuple, layer_name: str) -> tuple:
         except ValueError:
             raise ValueError(
                 f"Layer {layer_name!r}: positional argument {index} is a nested list of numbers with ragged "
-                f"lengths, {_short_repr(arg)}; a list of numbers is converted to one array, so its nesting must "
+                f"lengths, {short_repr(arg)}; a list of numbers is converted to one array, so its nesting must "
                 f"be rectangular (every sublist at a depth of the same length)."
             ) from None
     return tuple(converted)
 
 
-def _short_repr(value: Any, limit: int = 120) -> str:
+def short_repr(value: Any, limit: int = 120) -> str:
+    """`repr(value)`, cut after `limit` characters, for error messages that name a received value."""
     text = repr(value)
     return text if len(text) <= limit else f"{text[:limit]}..."
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -215,7 +215,7 @@ class Layer(_tracking.Trackable):
         """
         return self._flatten_layers(include_self=False)
 
-    def summary(self, print_fn: Any = None) -> None:
+    def summary(self, print_fn: Callable[[str], Any] | None = None) -> None:
         """Prints a table of this layer and its sublayers, line by line; returns None (as Keras).
 
         One row per layer (path, class, policy with its variable / compute / output dtypes,
@@ -241,10 +241,11 @@ class Layer(_tracking.Trackable):
             record = ((outputs.shape, outputs.dtype),)
         else:
             record = tuple((np.shape(leaf), getattr(leaf, "dtype", None)) for leaf in jax.tree.leaves(outputs))
-        object.__setattr__(self, "_last_output", record)
+        # The key check comes first and the pipeline calls this before committing the call: a
+        # warning turned into an error fails the call, which then changes nothing.
         if not self._map_checked and isinstance(self._explicit_dtype, dp.DTypePolicyMap):
-            object.__setattr__(self, "_map_checked", True)
-            _summary.warn_unmatched_keys(self)
+            _call_pipeline.warn_unmatched_keys(self)
+        object.__setattr__(self, "_last_output", record)
         return outputs
 
     # --- copies and pickles --------------------------------------------------------------
@@ -514,7 +515,11 @@ class Layer(_tracking.Trackable):
         _transaction.note_loss(self, stored)  # taken back if the call adding it fails
 
     def _own_losses(self) -> list[Any]:
-        losses = [_as_float32(loss()) if callable(loss) else loss for loss in self._losses]
+        # Inside the user's jax.jit/grad, the losses of the layer's traced call (kept apart from
+        # its state, see _transaction.keep_traced_losses); otherwise its concrete ones.
+        stored = _transaction.traced_losses(self)
+        stored = self._losses if stored is None else stored
+        losses = [_as_float32(loss()) if callable(loss) else loss for loss in stored]
         for variable in self._own_variables:
             if variable.regularizer is not None and self._trainable and variable.trainable:
                 losses.append(_as_float32(variable.regularizer(variable._read_storage().astype("float32"))))
@@ -536,7 +541,9 @@ class Layer(_tracking.Trackable):
         """Reports a value to the metric `name` (a running mean, or sum), listed in `metrics`.
 
         Inside a call the value counts once the outermost call succeeds; values traced by JAX
-        (inside the user's `jax.jit`) never count.
+        (inside the user's `jax.jit`) never count. Without a name, the n-th unnamed report of a
+        call goes to `"<layer name>_metric"` (n = 0) or `"<layer name>_metric_<n>"`, so every
+        call feeds the same metrics.
         """
         _transaction.note_metric(self, value, name, aggregation)
 

@@ -65,14 +65,9 @@ def host_value(value: Any) -> float | None:
         ) from None
 
 
-def default_name(layer: Any, pending: set[str]) -> str:
-    """`"<layer name>_metric"`, numbered past the names the layer has or is about to get."""
-    taken = set(layer._metrics_by_name) | pending
-    name, index = f"{layer.name}_metric", 0
-    while name in taken:
-        index += 1
-        name = f"{layer.name}_metric_{index}"
-    return name
+def default_name(layer: Any, index: int) -> str:
+    """The name of the layer's `index`-th unnamed report in one call: `"<layer name>_metric[_<index>]"`."""
+    return f"{layer.name}_metric_{index}" if index else f"{layer.name}_metric"
 
 
 def apply_report(layer: Any, name: str, aggregation: str, number: float) -> None:

@@ -8,7 +8,6 @@ import jax
 import jax.numpy as jnp
 
 from dtypepolicy._dtypes import is_float
-from layers import _inputs, _signature
 
 # Two different stand-ins for unknown dimensions: an output dimension that differs between
 # the two traces depends on an unknown input dimension and is reported as None.
@@ -76,26 +75,16 @@ def overrides_compute_output_shape(layer: Any) -> bool:
 
 
 def _shape_arguments(layer: Any, args: tuple, kwargs: dict) -> tuple | None:
-    """Shapes for `compute_output_shape`, matched to its parameters as Keras does; None if it cannot see them.
+    """Shapes for `compute_output_shape`, matched to its parameters as `build`'s are; None if it cannot see them.
 
-    A parameter `x_shape` gets the shape of call argument `x`; the first parameter otherwise
-    gets the first argument's. Plain (non-tensor) keyword arguments such as
-    `return_attention_scores=True` may change the outputs in ways a shape function cannot
-    see: then the call is traced instead.
+    Plain (non-tensor) keyword arguments such as `return_attention_scores=True` may change the
+    outputs in ways a shape function cannot see: then the call is traced instead.
     """
     if any(not _is_struct_nest(value) for value in kwargs.values()):
         return None
-    bound = _signature.call_signature(type(layer).call).bind(args, kwargs)
-    shapes = []
-    for index, name in enumerate(_signature.build_parameters(type(layer).compute_output_shape)):
-        argument = name[: -len("_shape")] if name.endswith("_shape") else None
-        if argument in bound:
-            shapes.append(_inputs.shapes_of(bound[argument]))
-        elif index == 0:
-            shapes.append(_inputs.shapes_of(args[0]))
-        else:
-            break
-    return tuple(shapes)
+    from layers import _call_pipeline
+
+    return _call_pipeline.parameter_shapes(layer, type(layer).compute_output_shape, args, kwargs)
 
 
 def _from_output_shape(layer: Any, shape_arguments: tuple) -> Any:

@@ -87,6 +87,8 @@ def build_parameters(build: Callable) -> tuple[str, ...]:
 def build_plan(build: Callable, call: Callable) -> tuple[str, ...]:
     """For each `build` parameter, the call argument whose shape it receives (Keras 3's rule).
 
+    The same rule matches the parameters of `compute_output_shape`.
+
     One parameter named `<argument>_shape` after a call argument gets that argument's shape;
     one parameter of any other name (`input_shape`) gets the first input's (`FIRST_INPUT`).
     With several parameters each must be `<argument>_shape` for an argument of `call` (or
@@ -116,11 +118,12 @@ def build_plan(build: Callable, call: Callable) -> tuple[str, ...]:
                 if not parameter.endswith("_shape")
                 else f"{parameter!r} names no call() argument {parameter[: -len('_shape')]!r}"
             )
+            what = "compute_output_shape" if getattr(build, "__name__", "") == "compute_output_shape" else "build"
             raise ValueError(
-                f"build() parameters {parameters} do not match call() arguments {names}: {reason}. A build() "
+                f"{what}() parameters {parameters} do not match call() arguments {names}: {reason}. A {what}() "
                 f"with more than one parameter receives each call argument's shape by name, so every parameter "
-                f"must be '<call argument>_shape' (e.g. build(self, {', '.join(f'{n}_shape' for n in names[:2])})), "
-                f"as in Keras 3; a build(self, input_shape) with one parameter receives the first input's shape."
+                f"must be '<call argument>_shape' (e.g. {what}(self, {', '.join(f'{n}_shape' for n in names[:2])})), "
+                f"as in Keras 3; a {what}(self, input_shape) with one parameter receives the first input's shape."
             )
         plan.append(argument)
     return tuple(plan)

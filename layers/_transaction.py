@@ -10,12 +10,18 @@ is caught by its parent leaves no trace either (SPEC §9: a failed call changes 
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from contextvars import ContextVar
 from typing import Any
 
 import jax
 
 import dtypepolicy as dp
+
+try:  # where JAX keeps its current trace; only read, and only to know whether a trace still runs
+    from jax._src import core as _jax_core
+except ImportError:  # pragma: no cover - another JAX layout: traced losses are never shown
+    _jax_core = None
 from dtypepolicy._context import scoped
 from layers import _metrics
 
@@ -57,9 +63,10 @@ class CallTransaction:
       losses: `(layer, loss)` pairs appended to `layer._losses` during the call.
       metrics: `(layer, name, aggregation, value)` reports, applied by the outermost call.
       builds: layers built during the call, undone if it fails.
+      unnamed: per layer (by id), how many unnamed metric reports it made in this call so far.
     """
 
-    __slots__ = ("builds", "losses", "metrics", "parent", "scope", "_token")
+    __slots__ = ("builds", "losses", "metrics", "parent", "scope", "unnamed", "_token")
 
     def __init__(self) -> None:
         self.parent = _current.get()
@@ -67,6 +74,7 @@ class CallTransaction:
         self.losses: list[tuple[Any, Any]] = []
         self.metrics: list[tuple[Any, str, str, float]] = []
         self.builds: list[BuildRecord] = []
+        self.unnamed: dict[int, int] | None = None  # created by the first unnamed report
         self._token = None
 
     def __enter__(self) -> CallTransaction:
@@ -75,8 +83,10 @@ class CallTransaction:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
-        self.scope.__exit__(*exc_info)
-        _current.reset(self._token)
+        try:
+            self.scope.__exit__(*exc_info)
+        finally:  # a failing scope exit must not leave this transaction current for later calls
+            _current.reset(self._token)
 
     @property
     def stateless(self) -> bool:
@@ -86,6 +96,8 @@ class CallTransaction:
     def traced(self, outputs: Any) -> bool:
         """Whether the call ran under a JAX trace: its outputs or its losses are tracers."""
         tracer = jax.core.Tracer
+        if isinstance(outputs, jax.Array) and not self.losses:  # the common case, kept cheap
+            return isinstance(outputs, tracer)
         return any(isinstance(leaf, tracer) for leaf in jax.tree.leaves(outputs)) or any(
             isinstance(loss, tracer) for _, loss in self.losses
         )
@@ -142,7 +154,9 @@ def note_build(layer: Any, snapshot: dict, own_variables: list, own_layers: list
 def note_metric(layer: Any, value: Any, name: str | None, aggregation: str) -> None:
     """`Layer.add_metric`: checks the report now, applies it when the outermost call succeeds.
 
-    Outside any call the report is applied at once. Values traced by JAX are dropped.
+    Outside any call the report is applied at once. Values traced by JAX are dropped. An
+    unnamed report is named by its order among the layer's unnamed reports of the current
+    call (`<layer>_metric`, `<layer>_metric_1`, ...), so that every call feeds the same metrics.
     """
     if aggregation not in _metrics.AGGREGATIONS:
         raise ValueError(f"Metric aggregation must be one of {_metrics.AGGREGATIONS}, received {aggregation!r}.")
@@ -151,15 +165,107 @@ def note_metric(layer: Any, value: Any, name: str | None, aggregation: str) -> N
     number = _metrics.host_value(value)
     transaction = _current.get()
     if name is None:
-        pending = set()
-        link = transaction
-        while link is not None:
-            pending.update(entry[1] for entry in link.metrics if entry[0] is layer)
-            link = link.parent
-        name = _metrics.default_name(layer, pending)
+        index = 0
+        if transaction is not None:  # outside any call each report is a call of its own
+            if transaction.unnamed is None:
+                transaction.unnamed = {}
+            index = transaction.unnamed.get(id(layer), 0)
+            transaction.unnamed[id(layer)] = index + 1
+        name = _metrics.default_name(layer, index)
     if number is None:
         return
     if transaction is None:
         _metrics.apply_report(layer, name, aggregation, number)
     else:
         transaction.metrics.append((layer, name, aggregation, number))
+
+
+# --- losses added under the user's own JAX trace ---------------------------------------------
+#
+# A top-level call traced by the user's jax.jit/grad must leave the layer's losses as the last
+# concrete call left them, yet custom training code reads `layer.losses` right after the call,
+# inside the same trace (`jax.grad(lambda x: jnp.sum(layer(x)) + sum(layer.losses))`). The
+# traced losses are therefore kept here, apart from the layer's own state (so copies and pickles
+# never see them), with the trace they belong to, and `losses` shows them only while that trace
+# is still running. Weak keys: a layer that is gone takes its entry with it.
+_traced_losses: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _current_trace() -> Any:
+    """JAX's current trace, or None where this JAX does not expose it (then nothing is shown)."""
+    return getattr(getattr(_jax_core, "trace_ctx", None), "trace", None)
+
+
+def _trace_running(trace: Any) -> bool:
+    """Whether `trace` is the current JAX trace or one it is nested in.
+
+    JAX's own `Trace.is_valid()` (checked by `Primitive.bind`) turns False only for some traces
+    once they end (JAX 0.10 never invalidates a jit trace), so the trace must also still be on
+    the current chain (`parent_trace` links). Missing attributes in another JAX mean "not running".
+    """
+    if trace is None or not getattr(trace, "is_valid", lambda: False)():
+        return False
+    link = _current_trace()
+    while link is not None:
+        if link is trace:
+            return True
+        link = getattr(link, "parent_trace", None)
+    return False
+
+
+def keep_traced_losses(transaction: CallTransaction, saved: list) -> None:
+    """After a top-level call traced by the user: the losses it added move out of the layers.
+
+    Args:
+      transaction: the committed transaction of the call.
+      saved: `(layer, losses before the call)` for the layers the call cleared (`_clear_losses`).
+    """
+    trace = _current_trace()
+    # No trace to tie the losses to (or only the top-level eager one, under JAX's
+    # ensure_compile_time_eval): they are not kept, hence never shown.
+    reference = None if getattr(trace, "parent_trace", None) is None else weakref.ref(trace)
+    for layer in [layer for layer, (ref, _) in _traced_losses.items() if not _trace_running(ref())]:
+        del _traced_losses[layer]  # entries of finished traces: drop their tracers
+    cleared = {id(layer) for layer, _ in saved}
+    for layer, losses in saved:
+        if reference is not None:
+            _traced_losses[layer] = (reference, layer._losses)
+        object.__setattr__(layer, "_losses", losses)
+    # Layers outside the cleared tree (called through an untracked reference) got the losses
+    # appended to their own lists: those are taken back out.
+    others = {id(layer): layer for layer, _ in transaction.losses if id(layer) not in cleared}
+    for layer in others.values():
+        if reference is not None:
+            _traced_losses[layer] = (reference, list(layer._losses))
+    for layer, loss in reversed(transaction.losses):
+        if id(layer) in others:
+            losses = layer._losses
+            for index in range(len(losses) - 1, -1, -1):
+                if losses[index] is loss:
+                    del losses[index]
+                    break
+
+
+def traced_losses(layer: Any) -> list | None:
+    """The losses of `layer`'s last traced call while its trace runs, else None."""
+    if not _traced_losses:
+        return None  # the common case: no traced call is remembered
+    entry = _traced_losses.get(layer)
+    if entry is None:
+        return None
+    if _trace_running(entry[0]()):
+        return entry[1]
+    del _traced_losses[layer]
+    return None
+
+
+def forget_traced_losses(saved: list) -> dict:
+    """A new concrete call replaces what a traced call left; returns the removed entries."""
+    if not _traced_losses:
+        return {}
+    return {layer: _traced_losses.pop(layer) for layer, _ in saved if layer in _traced_losses}
+
+
+def restore_traced_losses(entries: dict) -> None:
+    """Puts back entries removed by `forget_traced_losses` (`stateless_call` changes nothing)."""
+    _traced_losses.update(entries)

@@ -11,11 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dtypepolicy import Variable
-
-
-def _short_repr(value: Any, limit: int = 120) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}..."
+from layers._inputs import short_repr
 
 
 def shape_first(add_weight: Callable) -> Callable:
@@ -51,7 +47,7 @@ def _convert(layer_name: str, index: int, variable: Any, value: Any) -> jax.Arra
         except (TypeError, ValueError) as error:
             if isinstance(value, (list, tuple)):
                 raise ValueError(
-                    f"{where} is a ragged nested list, {_short_repr(value)}: its sublists differ in length. "
+                    f"{where} is a ragged nested list, {short_repr(value)}: its sublists differ in length. "
                     f"Expected a rectangular array of shape {variable.shape}."
                 ) from None
             raise ValueError(f"{where} cannot be converted to an array ({error}).") from None
@@ -60,7 +56,7 @@ def _convert(layer_name: str, index: int, variable: Any, value: Any) -> jax.Arra
         except TypeError:
             raise TypeError(
                 f"{where} holds {host.dtype.type.__name__} values (dtype {host.dtype}), "
-                f"{_short_repr(value)}; expected numeric values (numbers, bools or a numeric array)."
+                f"{short_repr(value)}; expected numeric values (numbers, bools or a numeric array)."
             ) from None
     if tuple(array.shape) != variable.shape:
         raise ValueError(

@@ -1,6 +1,7 @@
 """The call pipeline: autocast, build, training/mask scoping, output dtype, transactions, stateless_call."""
 
 import contextlib
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -788,3 +789,135 @@ def test_a_stateless_call_inside_a_call_reports_nothing_to_the_outer_call():
     assert layer.probe_shape == (2,)
     assert [float(loss) for loss in layer.losses] == [20.0]  # the eager loss survives the traced probe
     assert layer.metrics == []  # the stateless calls' metric values were never applied
+
+
+# ---------------------------------------------------------------- issue 7 review: losses read inside the user's trace
+
+
+def _l2_dense(factor):
+    from layers import Dense
+
+    return Dense(2, activity_regularizer=regularizers.L2(factor), bias_initializer="ones", name="reg")
+
+
+def _l2_objective_gradient(layer, x, factor):
+    """d/dx [sum(y) + factor * sum(y**2) / batch] for y = x @ kernel + bias, in float64."""
+    kernel = np.asarray(layer.kernel.value, np.float64)
+    bias = np.asarray(layer.bias.value, np.float64)
+    y = np.asarray(x, np.float64) @ kernel + bias
+    return (1.0 + 2.0 * factor * y / x.shape[0]) @ kernel.T
+
+
+@pytest.mark.parametrize("transform", ["grad", "jit_grad", "grad_jit"])
+@pytest.mark.parametrize("eager_first", [True, False])
+def test_losses_read_inside_the_users_trace_are_the_traced_losses_of_that_call(transform, eager_first):
+    factor = 0.25
+    layer = _l2_dense(factor)
+    eager_x = jnp.ones((4, 3))
+    if eager_first:
+        layer(eager_x)
+        y = np.asarray(layer(eager_x), np.float64)
+        eager_losses = [factor * np.sum(y**2) / 4]
+        np.testing.assert_allclose([float(loss) for loss in layer.losses], eager_losses, rtol=1e-6)
+
+    def objective(x):
+        return jnp.sum(layer(x)) + sum(layer.losses)
+
+    wrap = {
+        "grad": jax.grad,
+        "jit_grad": lambda f: jax.jit(jax.grad(f)),
+        "grad_jit": lambda f: jax.grad(jax.jit(f)),
+    }[transform]
+    x = jnp.arange(6.0, dtype=jnp.float32).reshape(2, 3) / 4
+    grad = wrap(objective)(x)
+    np.testing.assert_allclose(np.asarray(grad), _l2_objective_gradient(layer, x, factor), rtol=1e-5)
+    # After the trace: the earlier concrete losses again, never a tracer.
+    assert not any(isinstance(loss, jax.core.Tracer) for loss in layer.losses)
+    if eager_first:
+        np.testing.assert_allclose([float(loss) for loss in layer.losses], eager_losses, rtol=1e-6)
+    else:
+        assert layer.losses == []
+
+
+def test_losses_returned_from_the_users_jit_are_that_calls_and_a_later_call_in_the_trace_replaces_them():
+    layer = LossAndMetric()
+    layer(jnp.ones(3))
+
+    def twice(x):
+        layer(x)
+        first = layer.losses
+        layer(10 * x)
+        return first, layer.losses
+
+    first, second = jax.jit(twice)(jnp.full(3, 2.0))
+    assert [float(loss) for loss in first] == [6.0] and [float(loss) for loss in second] == [60.0]
+    assert [float(loss) for loss in layer.losses] == [3.0]
+    assert [(m.name, m._count) for m in layer.metrics] == [("constant", 1)]
+
+
+def test_losses_of_sublayers_read_inside_the_trace_and_stateless_call_inside_it():
+    class Holder(Layer):
+        def __init__(self):
+            super().__init__(name="holder")
+            self.inner = LossAndMetric()
+
+        def call(self, x):
+            return self.inner(x) + 1
+
+    holder = Holder()
+    holder(jnp.ones(3))
+
+    def traced(x):
+        holder(x)
+        seen = holder.losses
+        _, _, stateless = holder.stateless_call([], [], 5 * x, return_losses=True)
+        return seen, stateless, holder.losses, holder.inner.losses
+
+    seen, stateless, after_stateless, inner = jax.jit(traced)(jnp.full(3, 2.0))
+    assert [float(v) for v in seen] == [6.0] and [float(v) for v in stateless] == [30.0]
+    assert [float(v) for v in after_stateless] == [6.0] and [float(v) for v in inner] == [6.0]
+    assert [float(v) for v in holder.losses] == [3.0] and [float(v) for v in holder.inner.losses] == [3.0]
+
+
+# ---------------------------------------------------------------- issue 7 review: the policy-map key check
+
+
+class _MapModel(Layer):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.first = Linear(2)
+
+    def call(self, x):
+        return self.first(x)
+
+
+def test_a_map_key_warning_made_an_error_leaves_the_call_undone_and_points_at_the_users_line():
+    import warnings
+
+    from layers import UnmatchedPolicyKeyWarning
+
+    model = _MapModel(name="mm", dtype=dp.DTypePolicyMap("float32", {"mm/frist": "bfloat16"}))
+    x = jnp.ones((1, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnmatchedPolicyKeyWarning)
+        with pytest.raises(UnmatchedPolicyKeyWarning, match="'mm/frist'"):
+            model(x)
+    assert not model.built and not model.first.built and model.weights == []
+    assert "_last_output" not in model.__dict__
+    with pytest.warns(UnmatchedPolicyKeyWarning, match="'mm/frist'") as record:
+        line = sys._getframe().f_lineno + 1
+        model(x)
+    assert record[0].filename == __file__ and record[0].lineno == line
+    assert model.built
+
+    class User(Layer):
+        def __init__(self):
+            super().__init__(name="user")
+            self.model = _MapModel(name="inner", dtype=dp.DTypePolicyMap("float32", {"inner/frist": "bfloat16"}))
+
+        def call(self, x):
+            return self.model(x)
+
+    with pytest.warns(UnmatchedPolicyKeyWarning, match="'inner/frist'") as record:
+        User()(x)
+    assert record[0].filename == __file__ and record[0].lineno == User.call.__code__.co_firstlineno + 1

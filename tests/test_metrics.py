@@ -39,13 +39,13 @@ def test_host_value_means_in_float64_and_skips_tracers():
         host_value("high")
 
 
-def test_default_names_skip_taken_and_pending_names():
+def test_default_names_follow_the_order_of_the_report_in_its_call():
     from layers import Layer
     from layers._metrics import apply_report, default_name
 
     layer = Layer(name="probe")
-    assert default_name(layer, set()) == "probe_metric"
+    assert [default_name(layer, index) for index in range(3)] == ["probe_metric", "probe_metric_1", "probe_metric_2"]
     apply_report(layer, "probe_metric", "sum", 2.0)
-    assert default_name(layer, {"probe_metric_1"}) == "probe_metric_2"
+    assert default_name(layer, 0) == "probe_metric"  # an existing metric is reused, not skipped
     (metric,) = layer._metrics_by_name.values()
     assert metric.aggregation == "sum" and metric.result() == 2.0

@@ -99,3 +99,27 @@ def test_several_inputs_and_plain_keyword_arguments():
     assert scores == jax.ShapeDtypeStruct((2, 2, 3, 5), jnp.bfloat16)
     with pytest.raises(TypeError, match=r"keyword argument value= must be jax.ShapeDtypeStructs.*received \[1, 2\]"):
         layer.compute_output_signature(query, value=[1, 2])
+
+
+def test_compute_output_shape_parameters_follow_the_build_rule_never_position():
+    class Pair(Layer):
+        def call(self, x, y):
+            return x + y
+
+        def compute_output_shape(self, foo_shape, y_shape):  # 'foo' is no call argument
+            return y_shape
+
+    struct = jax.ShapeDtypeStruct((2, 3), jnp.float32)
+    expected = r"'pair' \(Pair\): compute_output_shape\(\) parameters \('foo_shape', 'y_shape'\).*'foo_shape'"
+    with pytest.raises(ValueError, match=expected):
+        Pair(name="pair").compute_output_signature(struct, struct)
+
+    class Named(Layer):
+        def call(self, x, y=None):
+            return x
+
+        def compute_output_shape(self, y_shape, x_shape):  # by name, not by position
+            return x_shape
+
+    small, large = jax.ShapeDtypeStruct((2, 3), jnp.float32), jax.ShapeDtypeStruct((4, 5), jnp.float32)
+    assert Named().compute_output_signature(small, y=large).shape == (2, 3)

@@ -44,8 +44,8 @@ def test_rollback_takes_back_losses_and_builds_and_drops_writes():
 def test_outside_a_call_metric_reports_apply_at_once_and_bad_reports_raise():
     layer = Layer(name="direct")
     note_metric(layer, 1.0, None, "mean")
-    note_metric(layer, 3.0, None, "sum")
-    assert [(m.name, m.result()) for m in layer.metrics] == [("direct_metric", 1.0), ("direct_metric_1", 3.0)]
+    note_metric(layer, 3.0, None, "mean")  # each report outside a call is a call of its own: same name
+    assert [(m.name, m.result()) for m in layer.metrics] == [("direct_metric", 2.0)]
     with pytest.raises(ValueError, match="received 'median'"):
         note_metric(layer, 1.0, "x", "median")
     with pytest.raises(TypeError, match="add_metric name must be a str or None, received 3"):
@@ -80,3 +80,49 @@ def test_a_user_stateless_scope_around_a_call_keeps_its_writes_in_the_scope():
             counter.assign_add(10.0)
             raise ValueError
     assert float(scope.get_current_value(counter)) == 1.0 and float(counter.value) == 0.0
+
+
+def test_unnamed_metrics_are_numbered_within_each_call_so_repeated_calls_accumulate():
+    class TwoReports(Layer):
+        def call(self, x):
+            self.add_metric(jnp.mean(x))
+            self.add_metric(jnp.max(x))
+            return x
+
+    layer = TwoReports(name="two")
+    batches = [[1.0, 2.0, 3.0], [3.0, 5.0, 10.0], [0.0, 0.0, 4.0]]
+    for batch in batches:
+        layer(jnp.asarray(batch))
+    means, maxes = [sum(b) / 3 for b in batches], [max(b) for b in batches]
+    assert [(m.name, m._count) for m in layer.metrics] == [("two_metric", 3), ("two_metric_1", 3)]
+    assert layer.metrics[0].result() == pytest.approx(sum(means) / 3)
+    assert layer.metrics[1].result() == pytest.approx(sum(maxes) / 3)
+
+    class Twice(Layer):  # a shared sublayer called twice in one parent call: two calls, one metric
+        def __init__(self):
+            super().__init__(name="twice")
+            self.inner = TwoReports(name="shared")
+
+        def call(self, x):
+            return self.inner(self.inner(x) * 2)
+
+    parent = Twice()
+    parent(jnp.asarray([1.0, 2.0]))
+    assert [(m.name, m._count) for m in parent.metrics] == [("shared_metric", 2), ("shared_metric_1", 2)]
+    assert parent.metrics[0].result() == pytest.approx((1.5 + 3.0) / 2)
+    assert parent.metrics[1].result() == pytest.approx((2.0 + 4.0) / 2)
+
+
+def test_exit_resets_the_current_transaction_even_when_the_scope_exit_raises():
+    class FailingExit:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc_info):
+            raise RuntimeError("scope exit failed")
+
+    transaction = CallTransaction()
+    transaction.scope = FailingExit()
+    with pytest.raises(RuntimeError, match="scope exit failed"), transaction:
+        assert current() is transaction
+    assert current() is None

@@ -56,3 +56,10 @@ def test_add_weight_keeps_its_signature_for_introspection():
     assert list(inspect.signature(Layer.add_weight).parameters)[:3] == ["self", "shape", "initializer"]
     with pytest.raises(TypeError, match=r"received the string 'kernel' as the shape"):
         Layer().add_weight(shape="kernel")
+
+
+def test_one_short_repr_serves_the_weight_and_input_messages():
+    from layers import _inputs, _weights
+
+    assert not hasattr(_weights, "_short_repr") and _weights.short_repr is _inputs.short_repr
+    assert _inputs.short_repr("x" * 200).endswith("...") and len(_inputs.short_repr("x" * 200)) == 123
