@@ -135,7 +135,7 @@ def test_stateless_call_substitutes_values_read_by_jnp_functions():
 
 
 def test_to_jax_tree_a_variable_is_a_leaf_as_in_keras():
-    layer = layers.Dense(3)
+    layer = layers.Dense(3, name="dense")
     layer(jnp.ones((2, 4)))
     weights = layer.weights
     assert weights[0] is layer.kernel and weights[1] is layer.bias
