@@ -187,8 +187,9 @@ def note_metric(layer: Any, value: Any, name: str | None, aggregation: str) -> N
 # inside the same trace (`jax.grad(lambda x: jnp.sum(layer(x)) + sum(layer.losses))`). The
 # traced losses are therefore kept here, apart from the layer's own state (so copies and pickles
 # never see them), with the trace they belong to, and `losses` shows them only while that trace
-# is still running. Weak keys: a layer that is gone takes its entry with it.
-_traced_losses: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# is still running. Entries are keyed by `id` (a layer class may define `__eq__`) and hold the
+# layer weakly: a layer that is gone takes its entry with it.
+_traced_losses: dict[int, tuple[weakref.ref, weakref.ref, list]] = {}
 
 
 def _current_trace() -> Any:
@@ -213,6 +214,12 @@ def _trace_running(trace: Any) -> bool:
     return False
 
 
+def _keep(layer: Any, trace: weakref.ref, losses: list) -> None:
+    key = id(layer)
+    owner = weakref.ref(layer, lambda _, key=key: _traced_losses.pop(key, None))
+    _traced_losses[key] = (owner, trace, losses)
+
+
 def keep_traced_losses(transaction: CallTransaction, saved: list) -> None:
     """After a top-level call traced by the user: the losses it added move out of the layers.
 
@@ -224,19 +231,19 @@ def keep_traced_losses(transaction: CallTransaction, saved: list) -> None:
     # No trace to tie the losses to (or only the top-level eager one, under JAX's
     # ensure_compile_time_eval): they are not kept, hence never shown.
     reference = None if getattr(trace, "parent_trace", None) is None else weakref.ref(trace)
-    for layer in [layer for layer, (ref, _) in _traced_losses.items() if not _trace_running(ref())]:
-        del _traced_losses[layer]  # entries of finished traces: drop their tracers
+    for key in [key for key, (_, ref, _) in _traced_losses.items() if not _trace_running(ref())]:
+        del _traced_losses[key]  # entries of finished traces: drop their tracers
     cleared = {id(layer) for layer, _ in saved}
     for layer, losses in saved:
         if reference is not None:
-            _traced_losses[layer] = (reference, layer._losses)
+            _keep(layer, reference, layer._losses)
         object.__setattr__(layer, "_losses", losses)
     # Layers outside the cleared tree (called through an untracked reference) got the losses
     # appended to their own lists: those are taken back out.
     others = {id(layer): layer for layer, _ in transaction.losses if id(layer) not in cleared}
     for layer in others.values():
         if reference is not None:
-            _traced_losses[layer] = (reference, list(layer._losses))
+            _keep(layer, reference, list(layer._losses))
     for layer, loss in reversed(transaction.losses):
         if id(layer) in others:
             losses = layer._losses
@@ -250,12 +257,12 @@ def traced_losses(layer: Any) -> list | None:
     """The losses of `layer`'s last traced call while its trace runs, else None."""
     if not _traced_losses:
         return None  # the common case: no traced call is remembered
-    entry = _traced_losses.get(layer)
-    if entry is None:
+    entry = _traced_losses.get(id(layer))
+    if entry is None or entry[0]() is not layer:
         return None
-    if _trace_running(entry[0]()):
-        return entry[1]
-    del _traced_losses[layer]
+    if _trace_running(entry[1]()):
+        return entry[2]
+    del _traced_losses[id(layer)]
     return None
 
 
@@ -263,7 +270,7 @@ def forget_traced_losses(saved: list) -> dict:
     """A new concrete call replaces what a traced call left; returns the removed entries."""
     if not _traced_losses:
         return {}
-    return {layer: _traced_losses.pop(layer) for layer, _ in saved if layer in _traced_losses}
+    return {id(layer): _traced_losses.pop(id(layer)) for layer, _ in saved if id(layer) in _traced_losses}
 
 
 def restore_traced_losses(entries: dict) -> None:

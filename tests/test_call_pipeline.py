@@ -921,3 +921,28 @@ def test_a_map_key_warning_made_an_error_leaves_the_call_undone_and_points_at_th
     with pytest.warns(UnmatchedPolicyKeyWarning, match="'inner/frist'") as record:
         User()(x)
     assert record[0].filename == __file__ and record[0].lineno == User.call.__code__.co_firstlineno + 1
+
+
+def test_traced_losses_are_kept_for_layers_that_define_eq_and_go_with_the_layer():
+    import gc
+
+    from layers import _transaction
+
+    class Comparable(LossAndMetric):
+        def __eq__(self, other):  # makes the class unhashable
+            return isinstance(other, Comparable)
+
+    def traced_losses(layer, x):
+        return jax.jit(lambda x: (layer(x), layer.losses)[1])(x)
+
+    layer = Comparable()
+    losses = traced_losses(layer, jnp.full(3, 2.0))
+    assert [float(loss) for loss in losses] == [6.0]
+    key = id(layer)
+    assert key in _transaction._traced_losses  # kept until read after the trace, or until the layer goes
+    del layer
+    gc.collect()
+    assert key not in _transaction._traced_losses
+    again = Comparable()
+    traced_losses(again, jnp.ones(3))
+    assert again.losses == [] and id(again) not in _transaction._traced_losses  # a read after the trace drops it
