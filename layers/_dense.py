@@ -2,8 +2,10 @@
 
 The product takes the compute-dtype inputs and kernel, accumulates in float32 (SPEC §5), and the
 bias is added to that float32 accumulator before the single rounding to the compute dtype. The
-bias is created with `autocast=False` so that `call` reads the float32 master itself instead of
-a copy already rounded to 16 bits; the activation then runs in the compute dtype.
+forward reads the bias's float32 master itself, not its autocast read (a copy already rounded
+to 16 bits); the activation then runs in the compute dtype. The bias is an ordinary autocast
+variable, as in Keras, so a subclass's own `call` (`inputs @ self.kernel + self.bias`) reads
+it in the compute dtype like the kernel.
 
 An eager call is one compiled dispatch: the raw input and the stored weights go into the jitted
 forward, which does the casts to the compute dtype itself (two eager casts cost more than the
@@ -75,7 +77,7 @@ def project(layer: Layer, inputs: jax.Array, forward: Callable[..., jax.Array]) 
     (SPEC §8). `dtypes` are those the call pipeline and the autocast reads would have produced:
     a floating input becomes the autocast dtype when one is active (the layer's compute dtype
     when it autocasts, the pipeline having left the input alone, see `_autocast_inputs`), an
-    integer or bool input becomes the kernel's read dtype, and each weight its `.value` dtype.
+    integer or bool input becomes the kernel's read dtype, the kernel its `.value` dtype and the bias its storage dtype.
 
     The activation goes inside the jitted forward when it is hashable; an unhashable one cannot
     be a static jit argument and runs after it. (Dense and EinsumDense share this; a precision
@@ -87,7 +89,8 @@ def project(layer: Layer, inputs: jax.Array, forward: Callable[..., jax.Array]) 
     x_dtype = _input_dtype(inputs.dtype, autocast, kernel_dtype)
     bias, bias_dtype = None, None
     if bias_variable is not None:
-        bias, bias_dtype = bias_variable._read_storage(), bias_variable._read_dtype()
+        # The float32 master joins the float32 accumulator unrounded, whatever autocast says.
+        bias, bias_dtype = bias_variable._read_storage(), bias_variable.dtype
     activation = static_activation(layer.activation)
     outputs = forward(
         inputs, kernel_variable._read_storage(), bias, activation=activation, dtypes=(x_dtype, kernel_dtype, bias_dtype)
@@ -198,7 +201,6 @@ class Dense(Layer):
                 initializer=self.bias_initializer,
                 regularizer=self.bias_regularizer,
                 constraint=self.bias_constraint,
-                autocast=False,  # added to the float32 accumulator unrounded
                 name="bias",
             )
         self.input_spec = InputSpec(min_ndim=2, axes={-1: input_dim})

@@ -313,7 +313,6 @@ class EinsumDense(Layer):
                 initializer=self.bias_initializer,
                 regularizer=self.bias_regularizer,
                 constraint=self.bias_constraint,
-                autocast=False,  # added to the float32 accumulator unrounded
                 name="bias",
             )
         self.input_spec = InputSpec(ndim=len(input_shape), axes=fixed_axes)

@@ -85,7 +85,7 @@ def test_policy_sweep(policy):
     y = layer(x)
     assert [w.path for w in layer.weights] == [f"{layer.name}/kernel", f"{layer.name}/bias"]
     assert layer.kernel.dtype == layer.bias.dtype == p.variable_dtype
-    assert layer.kernel.autocast and not layer.bias.autocast  # the bias joins the wide accumulator
+    assert layer.kernel.autocast and layer.bias.autocast  # autocast as in Keras; the forward reads the master
     assert y.dtype == jnp.dtype(p.compute_dtype)
     seen = np.asarray(jnp.asarray(x).astype(p.compute_dtype), np.float64)
     expected = dense_reference(seen, [np.asarray(w, np.float64) for w in layer.get_weights()], "relu")
@@ -361,3 +361,19 @@ def test_constructor_errors(kwargs, error, fragment):
 def test_numpy_int_units_are_plain_ints():
     layer = Dense(np.int64(3))
     assert type(layer.units) is int and json.dumps(layer.get_config())
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_a_subclass_call_in_plain_jnp_reads_kernel_and_bias_in_the_compute_dtype(policy):
+    class PlainDense(Dense):
+        def call(self, inputs):
+            return jnp.matmul(inputs, self.kernel) + self.bias
+
+    compute = dp.get(policy).compute_dtype
+    layer = PlainDense(3, bias_initializer="random_normal", dtype=policy)
+    x = _normal((2, 4), 1).astype(np.float32)
+    y = layer(x)
+    assert y.dtype == jnp.dtype(compute)
+    kernel, bias = (np.asarray(jnp.asarray(w).astype(compute), np.float64) for w in layer.get_weights())
+    seen = np.asarray(jnp.asarray(x).astype(compute), np.float64)
+    assert_close(y, seen @ kernel + bias, compute)

@@ -79,7 +79,7 @@ def test_policy_sweep(policy):
     x = _normal((2, 5, 4), 0)
     y = layer(x)
     assert layer.kernel.dtype == layer.bias.dtype == p.variable_dtype
-    assert layer.kernel.autocast and not layer.bias.autocast  # the bias joins the wide accumulator
+    assert layer.kernel.autocast and layer.bias.autocast  # autocast as in Keras; the forward reads the master
     assert y.dtype == np.dtype(p.compute_dtype) and y.shape == (2, 5, 2, 3)
     seen = np.asarray(jax.numpy.asarray(x).astype(p.compute_dtype), np.float64)
     assert_close(y, einsum_reference("abc,cde->abde", seen, layer.get_weights()), p.compute_dtype)
