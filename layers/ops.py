@@ -5,7 +5,11 @@ Also the Keras 3 names users reach for, with Keras argument names and defaults: 
 `convert_to_tensor`, `convert_to_numpy`, `is_tensor`, `dtype` (the dtype name of an array,
 where `jnp.dtype` is NumPy's constructor), `shape`, `stop_gradient`, the activations (`relu`,
 `gelu`, `silu`/`swish`, `sigmoid`, `softmax`, `log_softmax`, ...), `one_hot`, `multi_hot`,
-`logsumexp`, `erf`, `erfinv`, `rsqrt`, `moments` and `top_k` (see `layers._keras_ops`).
+`logsumexp`, `erf`, `erfinv`, `rsqrt`, `moments`, `top_k` (see `layers._keras_ops`), more
+activations, `normalize`, `rms_normalization`, `layer_normalization`, `batch_normalization` and
+`dot_product_attention` (`layers._keras_nn_ops`), and the control flow, slicing, scatter and
+segment functions `cond`, `scan`, `fori_loop`, `while_loop`, `slice`, `slice_update`,
+`segment_sum`, ... (`layers._keras_core_ops`).
 
 Example:
   >>> from layers import ops
@@ -20,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import importlib
 from typing import Any
 
 import jax.numpy as jnp
@@ -48,24 +53,33 @@ def _wrap(name: str) -> Any:
     return reading_variables
 
 
+_KERAS_MODULES = ("layers._keras_ops", "layers._keras_nn_ops", "layers._keras_core_ops")
+
+
+@functools.cache
+def _keras_names() -> dict[str, Any]:
+    # Imported on first use, not at the top: the Keras-named functions use `_read` from this module.
+    names = {}
+    for module_name in _KERAS_MODULES:
+        module = importlib.import_module(module_name)
+        names.update((name, getattr(module, name)) for name in module.__all__)
+    return names
+
+
 def __getattr__(name: str) -> Any:
     if name.startswith("__"):
         raise AttributeError(name)
-    # Imported here, not at the top: the Keras-named functions use `_read` from this module.
-    from layers import _keras_ops
-
-    if name in _keras_ops.__all__:
-        return getattr(_keras_ops, name)
+    keras = _keras_names()
+    if name in keras:
+        return keras[name]
     try:
         return _wrap(name)
     except AttributeError:
         raise AttributeError(
             f"layers.ops has no function {name!r} (it mirrors jax.numpy, plus the keras.ops names listed in "
-            f"layers._keras_ops.__all__)."
+            f"the __all__ of {', '.join(_KERAS_MODULES)})."
         ) from None
 
 
 def __dir__() -> list[str]:
-    from layers import _keras_ops
-
-    return sorted({*dir(jnp), *_keras_ops.__all__})
+    return sorted({*dir(jnp), *_keras_names()})

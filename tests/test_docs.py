@@ -60,6 +60,8 @@ MODULES = [
     "layers._transformer",
     "layers.ops",
     "layers._keras_ops",
+    "layers._keras_nn_ops",
+    "layers._keras_core_ops",
 ]
 
 

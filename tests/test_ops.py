@@ -58,7 +58,25 @@ UNARY = {
     "logsumexp": (ops.logsumexp, lambda x: np.log(np.sum(np.exp(x)))),
     "stop_gradient": (ops.stop_gradient, lambda x: x),
     "convert_to_tensor": (ops.convert_to_tensor, lambda x: x),
+    "celu": (ops.celu, lambda x: np.where(x >= 0, x, np.expm1(x))),
+    "mish": (ops.mish, lambda x: x * np.tanh(np.logaddexp(0, x))),
+    "hard_tanh": (ops.hard_tanh, lambda x: np.clip(x, -1, 1)),
+    "sparse_plus": (ops.sparse_plus, lambda x: np.where(x <= -1, 0, np.where(x >= 1, x, (x + 1) ** 2 / 4))),
+    "sparse_sigmoid": (ops.sparse_sigmoid, lambda x: np.clip((x + 1) / 2, 0, 1)),
+    "squareplus": (ops.squareplus, lambda x: (x + np.sqrt(x**2 + 4)) / 2),
+    "soft_shrink": (ops.soft_shrink, lambda x: np.where(x > 0.5, x - 0.5, np.where(x < -0.5, x + 0.5, 0))),
+    "hard_shrink": (ops.hard_shrink, lambda x: np.where(np.abs(x) > 0.5, x, 0)),
+    "tanh_shrink": (ops.tanh_shrink, lambda x: x - np.tanh(x)),
+    "threshold": (lambda x: ops.threshold(x, 1.0, -3.0), lambda x: np.where(x > 1, x, -3.0)),
+    "glu": (ops.glu, lambda x: x[:5] * _sigmoid(x[5:])),
+    "normalize": (ops.normalize, lambda x: x / np.sqrt(np.sum(x**2))),
+    "rms_normalization": (ops.rms_normalization, lambda x: x / np.sqrt(np.mean(x**2) + 1e-7)),
+    "layer_normalization": (ops.layer_normalization, lambda x: (x - x.mean()) / np.sqrt(x.var() + 1e-7)),
 }
+NEW = [
+    "celu", "mish", "hard_tanh", "sparse_plus", "sparse_sigmoid", "squareplus", "soft_shrink", "hard_shrink",
+    "tanh_shrink", "threshold", "glu", "normalize", "rms_normalization", "layer_normalization",
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", UNARY)
@@ -81,7 +99,7 @@ def test_functions_accept_a_variable_and_read_it_through_autocast(name):
     assert_close(out, reference(seen), "bfloat16")
 
 
-@pytest.mark.parametrize("name", ["relu", "gelu", "softmax", "logsumexp", "erf"])
+@pytest.mark.parametrize("name", ["relu", "gelu", "softmax", "logsumexp", "erf", *NEW])
 def test_functions_run_under_jit_with_a_variable_argument(name):
     function, reference = UNARY[name]
     variable = dp.Variable(X)
