@@ -23,8 +23,9 @@ NOT_COPIED = frozenset({"_parent", "_owners", "_building"})
 # Sets of ids of own variables or layers: stored as positions in those lists when pickled.
 _ID_SETS = {"_state_ids": "_own_variables", "_frozen_ids": "_own_variables", "_frozen_layer_ids": "_own_layers"}
 # Restored layers whose policy came from a layer above them, until that layer is restored too:
-# layer -> (id of the original governing layer, the layer's own default policy).
-_inherited: weakref.WeakKeyDictionary[Any, tuple[int, Any]] = weakref.WeakKeyDictionary()
+# id(layer) -> (weak reference to it, id of the original governing layer, its own default policy).
+# Keyed by id: a layer class that defines __eq__ is unhashable.
+_inherited: dict[int, tuple[weakref.ref, int, Any]] = {}
 
 
 def new_layer(cls: type) -> Any:
@@ -88,7 +89,12 @@ def set_state(layer: Any, state: dict[str, Any]) -> None:
         state[key] = ids if key == "_state_ids" else frozenset(ids)
     if inherited is not None:
         governor, policy = inherited
-        _inherited[layer] = (governor, state["_default_policy"])
+        key = id(layer)
+        _inherited[key] = (
+            weakref.ref(layer, lambda _, key=key: _inherited.pop(key, None)),
+            governor,
+            state["_default_policy"],
+        )
         state["_default_policy"] = policy
     state["_parent"] = None
     object.__getattribute__(layer, "__dict__").update(state)
@@ -99,8 +105,8 @@ def set_state(layer: Any, state: dict[str, Any]) -> None:
     if original is not None:
         # Restored layers below that followed this layer's original follow this copy again.
         for sublayer in layer._flatten_layers(include_self=False):
-            entry = _inherited.get(sublayer)
-            if entry is not None and entry[0] == original:
-                object.__setattr__(sublayer, "_default_policy", entry[1])
-                del _inherited[sublayer]
+            entry = _inherited.get(id(sublayer))
+            if entry is not None and entry[0]() is sublayer and entry[1] == original:
+                object.__setattr__(sublayer, "_default_policy", entry[2])
+                del _inherited[id(sublayer)]
     _ownership.refresh_parents(layer)

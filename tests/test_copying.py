@@ -92,3 +92,25 @@ def test_a_copied_sublayer_that_had_its_own_policy_keeps_it():
     with dp.policy_scope("mixed_float16"):
         top = Linear(2, name="top")  # no parent: its construction default
     assert copy.deepcopy(top).dtype_policy.name == "mixed_float16"
+
+
+class Comparable(Linear):
+    """A layer class defining __eq__ (so unhashable): copies must not put layers in dicts or sets."""
+
+    def __eq__(self, other):
+        return isinstance(other, Comparable) and self.units == other.units
+
+
+@pytest.mark.parametrize("clone", [copy.deepcopy, _pickle_round_trip], ids=["deepcopy", "pickle"])
+def test_layers_that_define_eq_copy_and_keep_their_policy(clone):
+    model = Sequential([Comparable(4, name="a"), Comparable(4, name="b")], name="m", dtype="mixed_bfloat16")
+    model(X)
+    twin = clone(model)
+    assert [layer.path for layer in twin.layers] == ["m/a", "m/b"] and twin.layers[0] is not twin.layers[1]
+    alone = clone(model.layers[1])
+    assert alone.dtype_policy.name == "mixed_bfloat16" and alone.path == "b"
+    model.layers[0].trainable = False
+    holder = Layer(name="holder", trainable=False)
+    holder.items = [Comparable(2, name="c"), Comparable(2, name="d")]
+    holder.items.remove(holder.items[1])  # equal by __eq__, but `d` is the one removed
+    assert [layer.name for layer in holder.sublayers()] == ["c"]
