@@ -12,7 +12,10 @@ class Sequential(Layer):
     """Calls its layers in order; `training` and masks flow through the call pipeline.
 
     Sublayers made without their own `dtype` follow the Sequential's policy when it has an
-    explicit one (a `DTypePolicyMap` is looked up with each sublayer's path).
+    explicit one (a `DTypePolicyMap` is looked up with each sublayer's path). Layers taken from
+    another model (`Sequential(old.layers)`) are shared and re-parented: they get this
+    Sequential's paths and policy, and `old` reports the new paths too, so checkpoints keyed by
+    path come from the model that owns the layers (see "Paths" in docs/layer.md).
 
     Args:
       layers: the layers, in call order.
