@@ -6,6 +6,7 @@ import inspect
 from typing import Any
 
 from dtypepolicy import _state
+from dtypepolicy._dtypes import is_float
 from dtypepolicy._parse import PlainSpec, parse_plain, plain_name
 
 
@@ -150,6 +151,12 @@ class QuantizedDTypePolicy(DTypePolicy):
     def __init__(self, mode: str, source_name: str | None = None) -> None:
         mode = _check_choice(mode, f"{type(self).__name__} mode", self._MODES)
         spec = _plain_spec(source_name, "source_name")
+        if not is_float(spec.compute):
+            raise ValueError(
+                f"Policy {f'{mode}_from_{plain_name(spec)}'!r} is not supported: a quantized layer computes in "
+                f"its source policy's compute dtype, which must be floating; received {spec.compute!r}. Use a "
+                f"floating source such as mixed_bfloat16 or float32."
+            )
         if mode == "int8" and spec.compute == "float16":
             # Keras 3 refuses these two names for the same reason.
             raise ValueError(

@@ -87,6 +87,16 @@ def compute_scale(amax: Any, scale: Any, dtype_max: float, margin: int = 0) -> j
     return jnp.where(usable, jnp.clip(new_scale, _FLOAT32.tiny, _FLOAT32.max), scale)
 
 
+def _numeric_array(value: Any, what: str) -> jnp.ndarray:
+    try:
+        array = jnp.asarray(value)
+    except (TypeError, ValueError):
+        array = None
+    if array is None or not jnp.issubdtype(array.dtype, jnp.number):
+        raise TypeError(f"{what} must be a numeric array, received {value!r} of type {type(value).__name__}.")
+    return array
+
+
 def update_amax_history(x: Any, history: Any) -> jnp.ndarray:
     """Shifts the window one step and puts `max|x|` first.
 
@@ -97,12 +107,12 @@ def update_amax_history(x: Any, history: Any) -> jnp.ndarray:
       >>> update_amax_history(jnp.array([7.0]), jnp.array([5.0, 0.0, 0.0])).tolist()
       [7.0, 0.0, 5.0]
     """
-    history = jnp.asarray(history)
+    history = _numeric_array(history, "history")
     if history.ndim != 1 or history.shape[0] < 1:
         raise ValueError(f"history must be a non-empty 1-D array, received shape {history.shape}.")
     if not is_float(history.dtype):
         raise ValueError(f"history must be floating (amaxes are not integers), received dtype {history.dtype}.")
-    x = jnp.asarray(x)
+    x = _numeric_array(x, "x")
     if x.size == 0:
         raise ValueError(
             f"x must hold at least one value to take its amax, received an empty array of shape {x.shape}."

@@ -431,3 +431,9 @@ def test_extreme_margins_give_a_finite_positive_scale(transform, amax, margin, e
 def test_compute_scale_refuses_an_infinite_dtype_max():
     with pytest.raises(ValueError, match=r"dtype_max must be a positive.*received inf"):
         float8.compute_scale(10.0, 1.0, float("inf"))
+
+
+@pytest.mark.parametrize(("x", "history", "what"), [("x", jnp.zeros(3), "x"), (jnp.ones(2), "h", "history")])
+def test_update_amax_history_refuses_non_numeric_input_naming_it(x, history, what):
+    with pytest.raises(TypeError, match=rf"{what} must be a numeric array, received '"):
+        float8.update_amax_history(x, history)

@@ -169,3 +169,9 @@ def test_float16_compute_stays_allowed_for_int4_and_float8():
     # Keras 3's list of valid quantized policies removes only the two int8/float16 ones.
     assert dp.get("int4_from_mixed_float16").compute_dtype == "float16"
     assert dp.get("float8_from_mixed_float16").compute_dtype == "float16"
+
+
+@pytest.mark.parametrize("name", ["int8_from_int8", "int4_from_int32", "float8_from_int32", "int8_from_bool"])
+def test_a_quantized_policy_needs_a_floating_source(name):
+    with pytest.raises(ValueError, match=rf"Policy '{name}' is not supported: .* must be floating; received '"):
+        dp.get(name)

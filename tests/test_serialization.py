@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import dtypepolicy as dp
+from dtypepolicy._dtypes import is_float
 
 
 @pytest.mark.parametrize(
@@ -115,7 +116,7 @@ def policies(draw):
     kind = draw(st.sampled_from(["plain", "int", "float8"]))
     plain = draw(plain_policies())
     source = plain.name
-    if kind == "plain":
+    if kind == "plain" or not is_float(plain.compute_dtype):  # quantized sources compute in floats
         return dp.DTypePolicy(source)
     if kind == "int":
         # int8 with float16 compute is refused (as in Keras), so those sources go with int4.
