@@ -482,7 +482,7 @@ class Layer(_tracking.Trackable):
 
     def get_weights(self) -> list[np.ndarray]:
         """The values of `weights` as NumPy arrays, in their storage dtypes."""
-        return [np.asarray(v._read_storage()) for v in self.weights]
+        return [np.array(v._read_storage()) for v in self.weights]  # writable copies, as in Keras
 
     def set_weights(self, weights: Any) -> None:
         """Sets `weights` from arrays in the order `get_weights` returns; all or nothing.

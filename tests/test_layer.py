@@ -672,3 +672,13 @@ def test_a_copied_frozen_holder_still_gives_its_sublayers_flags_back(clone):
     twin = clone(holder)
     dense = twin.items.pop()
     assert dense.trainable is True
+
+
+def test_get_weights_returns_writable_copies_as_keras_does():
+    layer = layers.Dense(2)
+    layer(np.ones((1, 3), np.float32))
+    kernel = layer.get_weights()[0]
+    kernel[0, 0] = 5.0  # a NumPy copy of its own: editing it leaves the layer alone
+    assert float(layer.kernel.numpy()[0, 0]) != 5.0
+    layer.set_weights([kernel, np.zeros(2, np.float32)])
+    assert float(layer.kernel.numpy()[0, 0]) == 5.0
