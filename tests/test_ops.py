@@ -213,3 +213,337 @@ def test_jax_numpy_names_still_mirror_jax_numpy_and_dir_lists_both():
 def test_bad_arguments_name_the_value(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+# --- normalization, attention ---------------------------------------------------------------------
+
+RNG = np.random.default_rng(7)
+DATA = (RNG.normal(size=(2, 3, 4)) * 3 + 5).astype(np.float32)
+
+
+def test_normalizations_over_several_axes_with_parameters_match_numpy():
+    x = DATA.astype(np.float64)
+    gamma = RNG.normal(size=(3, 4)).astype(np.float32)
+    beta = RNG.normal(size=(3, 4)).astype(np.float32)
+    mean, var = x.mean((1, 2), keepdims=True), x.var((1, 2), keepdims=True)
+    expected = (x - mean) / np.sqrt(var + 1e-3) * gamma + beta
+    out = ops.layer_normalization(jnp.asarray(DATA), gamma, beta, axis=[1, 2], epsilon=1e-3)
+    assert_close(out, expected, "float32")
+    # gamma sized like the normalized (non-trailing) axis is placed on it, as in Keras.
+    scale = RNG.normal(size=(3,)).astype(np.float32)
+    rms = x / np.sqrt(np.mean(x**2, axis=1, keepdims=True) + 1e-7) * scale[None, :, None]
+    assert_close(ops.rms_normalization(dp.Variable(DATA), scale, axis=1), rms, "float32")
+    assert_close(ops.normalize(DATA, axis=0, order=1), x / np.abs(x).sum(0, keepdims=True), "float32")
+    assert_close(ops.normalize(np.zeros(3, np.float32)), np.zeros(3), "float32")  # no NaN for a zero vector
+    stats = [RNG.uniform(0.5, 2, size=(3,)).astype(np.float32) for _ in range(4)]
+    m, v, o, s = (stat.astype(np.float64)[None, :, None] for stat in stats)
+    expected = (x - m) / np.sqrt(v + 1e-3) * s + o
+    assert_close(
+        ops.batch_normalization(DATA, *stats[:2], axis=1, offset=stats[2], scale=stats[3]), expected, "float32"
+    )
+
+
+def test_normalization_statistics_compute_in_float32_for_bfloat16():
+    # Values near 256 with a spread of 1: a bfloat16 mean (8 bits of mantissa) would be off by ~1.
+    x = jnp.asarray(256 + np.linspace(-1, 1, 64), jnp.bfloat16)
+    seen = np.asarray(x, np.float64)
+    out = ops.layer_normalization(x)
+    assert out.dtype == jnp.bfloat16
+    assert_close(out, (seen - seen.mean()) / np.sqrt(seen.var() + 1e-7), "bfloat16")
+    assert ops.rms_normalization(x).dtype == ops.normalize(x).dtype == jnp.bfloat16
+
+
+def _attention_reference(q, k, v, bias=None, mask=None, causal=False, scale=None):
+    q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
+    heads, depth = q.shape[2:]
+    groups = heads // k.shape[2]
+    k, v = np.repeat(k, groups, axis=2), np.repeat(v, groups, axis=2)
+    logits = np.einsum("btnh,bsnh->bnts", q, k) * (1 / np.sqrt(depth) if scale is None else scale)
+    if bias is not None:
+        logits = logits + bias
+    attend = np.ones(logits.shape, bool)
+    if mask is not None:
+        attend = attend & (np.asarray(mask) != 0)
+    if causal:
+        attend = attend & np.tril(np.ones(logits.shape[-2:], bool))
+    weights = np.where(attend, np.exp(logits - logits.max(-1, keepdims=True)), 0)
+    total = weights.sum(-1, keepdims=True)
+    weights = np.divide(weights, total, out=np.zeros_like(weights), where=total > 0)
+    return np.einsum("bnts,bsnh->btnh", weights, v)
+
+
+Q = RNG.normal(size=(2, 5, 4, 8)).astype(np.float32)
+K = RNG.normal(size=(2, 6, 2, 8)).astype(np.float32)  # grouped-query: 4 query heads share 2 key heads
+V = RNG.normal(size=(2, 6, 2, 3)).astype(np.float32)
+
+
+def test_dot_product_attention_matches_numpy_eagerly_and_under_jit():
+    bias = RNG.normal(size=(1, 4, 5, 6)).astype(np.float32)
+    mask = RNG.integers(0, 3, size=(2, 1, 5, 6))  # integer mask: non-zero attends (a 2 too)
+    mask[0, 0, 1] = 0  # one query row with every key masked: zero output, no NaN
+    expected = _attention_reference(Q, K, V, bias=bias, mask=mask, scale=0.3)
+    out = ops.dot_product_attention(Q, K, V, bias=bias, mask=mask, scale=0.3)
+    assert out.shape == (2, 5, 4, 3) and out.dtype == jnp.float32
+    assert_close(out, expected, "float32")
+    assert np.all(np.asarray(out)[0, 1] == 0)
+    jitted = jax.jit(lambda q, k, v: ops.dot_product_attention(q, k, v, is_causal=True))
+    assert_close(jitted(dp.Variable(Q), K, V), _attention_reference(Q, K, V, causal=True), "float32")
+
+
+def test_dot_product_attention_reads_variables_as_bfloat16_and_accumulates_in_float32():
+    variables = [dp.Variable(a) for a in (Q, K, V)]
+    with dp.autocast_scope("bfloat16"):
+        out = ops.dot_product_attention(*variables, mask=np.tril(np.ones((5, 6))))
+    assert out.dtype == jnp.bfloat16
+    seen = [np.asarray(jnp.asarray(a, jnp.bfloat16), np.float64) for a in (Q, K, V)]
+    assert_close(out, _attention_reference(*seen, mask=np.tril(np.ones((5, 6)))), "bfloat16")
+    # Logits of 16-bit inputs with large products stay finite: float32 accumulation, safe fill.
+    big = jnp.full((1, 2, 1, 64), 40.0, jnp.float16)  # q·k = 102400 overflows a float16 accumulator
+    out = ops.dot_product_attention(big, big, big, mask=np.array([[True, False], [False, False]]))
+    assert out.dtype == jnp.float16 and np.all(np.isfinite(np.asarray(out, np.float32)))
+
+
+# --- control flow, slicing, segments ------------------------------------------------------------
+
+
+def test_cond_while_loop_fori_loop_and_scan_match_python_loops_eagerly_and_under_jit():
+    def run(x):  # x is a Variable: loop states take it as it is, closures read it once
+        value = ops.asarray(x)
+        grown = ops.while_loop(lambda a, n: jnp.sum(a) < 100, lambda a, n: (a * 2, n + 1), (x, 0))
+        capped = ops.while_loop(lambda a: jnp.sum(a) < 100, lambda a: a * 2, x, maximum_iterations=2)
+        total = ops.fori_loop(1, 4, lambda i, acc: acc + i * value, ops.zeros_like(x))
+        carry, ys = ops.scan(lambda c, row: (c + row, c * row), ops.zeros_like(x), ops.stack([x, value + 1, value * 3]))
+        signed = ops.cond(ops.sum(x) > 0, lambda: value, lambda: -value)
+        return grown, capped, total, carry, ys, signed
+
+    x = np.array([1.0, 2.0, 3.5], np.float32)
+    a, n = x.astype(np.float64), 0
+    while a.sum() < 100:
+        a, n = a * 2, n + 1
+    rows = [x, x + 1, x * 3]
+    expected_ys, c = [], np.zeros(3)
+    for row in rows:
+        expected_ys.append(c * row)
+        c = c + row
+    for call in (run, jax.jit(run)):
+        (grown, count), capped, total, carry, ys, signed = call(dp.Variable(x))
+        assert_close(grown, a, "float32")
+        assert int(count) == n
+        assert_close(capped, x * 4, "float32")
+        assert_close(total, 6 * x, "float32")
+        assert_close(carry, sum(rows), "float32")
+        assert_close(ys, np.stack(expected_ys), "float32")
+        assert_close(signed, x, "float32")
+    carry, ys = ops.scan(lambda c, _: (c + 1, c), 0, length=3, reverse=True)
+    assert int(carry) == 3 and ys.tolist() == [2, 1, 0]
+
+
+def test_loops_read_variable_state_through_autocast():
+    variable = dp.Variable(np.array([1.0 + 2**-10, 2.0], np.float32))
+    with dp.autocast_scope("bfloat16"):
+        state = ops.while_loop(lambda a: a[0] < 4, lambda a: a * 2, variable)
+        total = ops.fori_loop(0, 2, lambda i, acc: acc + 1, variable)
+        carry, _ = ops.scan(lambda c, row: (c + row, row), variable, jnp.ones((2, 2), jnp.bfloat16))
+        chosen = ops.cond(True, lambda: variable.value, lambda: variable.value * 0)
+        mapped = ops.map(lambda row: row * 2, variable)
+    assert state.dtype == total.dtype == carry.dtype == chosen.dtype == mapped.dtype == jnp.bfloat16
+    assert state.tolist() == [4.0, 8.0] and total.tolist() == [3.0, 4.0]  # 1 + 2**-10 read as 1
+    assert carry.tolist() == [3.0, 4.0] and mapped.tolist() == [2.0, 4.0]
+
+
+def test_slice_and_slice_update_match_numpy_eagerly_and_under_jit():
+    data = np.arange(24, dtype=np.float32).reshape(4, 6)
+    np.testing.assert_array_equal(ops.slice(data, (1, 2), (2, 3)), data[1:3, 2:5])
+    np.testing.assert_array_equal(ops.slice(dp.Variable(data), [2, 1], [-1, 2]), data[2:, 1:3])
+    sliced = jax.jit(lambda x, i: ops.slice(x, (i, 0), (2, 6)))(dp.Variable(data), 1)
+    np.testing.assert_array_equal(sliced, data[1:3])
+    expected = data.copy()
+    expected[1:3, 4:6] = -1
+    patch = -np.ones((2, 2), np.float32)
+    np.testing.assert_array_equal(ops.slice_update(data, (1, 4), patch), expected)
+    updated = jax.jit(lambda x, i: ops.slice_update(x, jnp.stack([i, 4]), patch))(dp.Variable(data), 1)
+    np.testing.assert_array_equal(updated, expected)
+    with dp.autocast_scope("bfloat16"):
+        assert ops.slice_update(dp.Variable(data), (0, 0), patch).dtype == jnp.bfloat16  # updates cast to inputs
+
+
+def test_segment_reductions_match_numpy_eagerly_and_under_jit():
+    data = RNG.normal(size=(7, 3)).astype(np.float32)
+    ids = np.array([0, 2, 2, 0, 3, 3, 3])
+    expected_sum = np.stack([data[ids == s].astype(np.float64).sum(0) for s in range(5)])
+    expected_max = np.stack([data[ids == s].max(0) if np.any(ids == s) else np.full(3, -np.inf) for s in range(5)])
+    assert_close(ops.segment_sum(dp.Variable(data), ids, num_segments=5), expected_sum, "float32")
+    np.testing.assert_array_equal(ops.segment_max(data, ids, num_segments=5), expected_max)
+    assert ops.segment_sum(data, ids).shape == (4, 3)  # eagerly, num_segments defaults to max(ids) + 1
+    jitted = jax.jit(lambda d, i: (ops.segment_sum(d, i, 5, sorted=False), ops.segment_max(d, i, 5)))
+    total, largest = jitted(dp.Variable(data), ids)
+    assert_close(total, expected_sum, "float32")
+    np.testing.assert_array_equal(largest, expected_max)
+    np.testing.assert_array_equal(
+        np.asarray(ops.segment_min(data, ids, 4))[[0, 2, 3]], np.stack([data[ids == s].min(0) for s in (0, 2, 3)])
+    )
+    assert_close(ops.segment_prod(data, ids, 4)[3], data[4:].astype(np.float64).prod(0), "float32")
+    # A bfloat16 sum of 300 ones stalls at 256; the float32 accumulator does not.
+    with dp.autocast_scope("bfloat16"):
+        out = ops.segment_sum(dp.Variable(np.ones(300, np.float32)), np.zeros(300, np.int32), 1)
+    assert out.dtype == jnp.bfloat16 and out.tolist() == [300.0]
+
+
+def test_scatter_unstack_switch_divide_no_nan_and_erfc():
+    indices = np.array([[0, 1], [2, 0], [0, 1]])
+    expected = np.zeros((3, 2))
+    for (i, j), value in zip(indices, [1.0, 2.0, 3.0], strict=True):
+        expected[i, j] += value
+    np.testing.assert_array_equal(ops.scatter(indices, np.array([1.0, 2.0, 3.0], np.float32), (3, 2)), expected)
+    base = dp.Variable(np.ones((3, 2), np.float32))
+    np.testing.assert_array_equal(
+        ops.scatter_update(base, indices[:2], np.array([5.0, 7.0], np.float32)), [[1, 5], [1, 1], [7, 1]]
+    )
+    np.testing.assert_array_equal(
+        ops.scatter_update(base, indices, np.ones(3, np.float32), "add"), [[1, 3], [1, 1], [2, 1]]
+    )
+    parts = ops.unstack(dp.Variable(DATA), axis=1)
+    assert len(parts) == 3 and all(np.array_equal(p, DATA[:, i]) for i, p in enumerate(parts))
+    branches = [lambda x: x + 1, lambda x: x * 10]
+    assert [int(ops.switch(i, branches, jnp.int32(2))) for i in (-5, 0, 1, 9)] == [3, 3, 20, 20]  # clamped
+    np.testing.assert_array_equal(
+        ops.divide_no_nan(np.array([1.0, 3.0], np.float32), np.array([0.0, 2.0], np.float32)), [0, 1.5]
+    )
+    grad = jax.grad(lambda d: jnp.sum(ops.divide_no_nan(jnp.ones(2), d)))(jnp.array([0.0, 2.0]))
+    np.testing.assert_array_equal(grad, [0.0, -0.25])
+    assert_close(ops.erfc(dp.Variable(X)), 1 - _erf(X.astype(np.float64)), "float32")
+    assert_close(ops.vectorized_map(jnp.sum, dp.Variable(DATA)), DATA.astype(np.float64).sum((1, 2)), "float32")
+    assert_close(ops.associative_scan(jnp.add, dp.Variable(X)), np.cumsum(X.astype(np.float64)), "float32")
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda: ops.celu(jnp.ones(2), alpha=0), ValueError, r"ops.celu: alpha must be non-zero"),
+        (lambda: ops.glu(jnp.ones(3)), ValueError, r"ops.glu: the size of axis -1 must be even.*shape \(3,\)"),
+        (lambda: ops.glu(jnp.ones(4), axis=1), ValueError, r"ops.glu: axis 1 is out of range for inputs of rank 1"),
+        (lambda: ops.squareplus(jnp.ones(2), b=-1), ValueError, r"b must be >= 0.*received -1"),
+        (lambda: ops.threshold(jnp.ones(2), "1", 0), TypeError, r"threshold must be a real number, received '1'"),
+        (lambda: ops.normalize(jnp.ones(2), order=0), ValueError, r"order must be an int >= 1, received 0"),
+        (lambda: ops.normalize(jnp.ones(2), epsilon=-1.0), ValueError, r"epsilon must be >= 0, received -1.0"),
+        (
+            lambda: ops.rms_normalization(jnp.ones((2, 3)), jnp.ones(4)),
+            ValueError,
+            r"scale of shape \(4,\) does not fit",
+        ),
+        (
+            lambda: ops.layer_normalization(jnp.ones(3), rms_scaling=True),
+            TypeError,
+            r"rms_scaling=True.*rms_normalization",
+        ),
+        (lambda: ops.layer_normalization(jnp.ones(3), axis="x"), TypeError, r"axis must be an int.*received 'x'"),
+        (
+            lambda: ops.batch_normalization(jnp.ones((2, 3)), jnp.ones(2), jnp.ones(3), axis=1),
+            ValueError,
+            r"mean must have shape \(3,\).*received shape \(2,\)",
+        ),
+        (
+            lambda: ops.dot_product_attention(jnp.ones((2, 3, 4)), jnp.ones((2, 3, 4)), jnp.ones((2, 3, 4))),
+            ValueError,
+            r"expects 4-D .*query.shape=\(2, 3, 4\)",
+        ),
+        (
+            lambda: ops.dot_product_attention(Q, Q[:, :, :3], Q[:, :, :3]),
+            ValueError,
+            r"N a multiple of K.*key.shape=\(2, 5, 3, 8\)",
+        ),
+        (
+            lambda: ops.dot_product_attention(Q, K, V, mask=np.ones((3, 6))),
+            ValueError,
+            r"mask of shape \(3, 6\) does not broadcast to \(B, N, T, S\) = \(2, 4, 5, 6\)",
+        ),
+        (
+            lambda: ops.dot_product_attention(Q, K, V, flash_attention=True),
+            ValueError,
+            r"flash_attention=True is not available",
+        ),
+        (lambda: ops.dot_product_attention(Q, K, V, attn_logits_soft_cap=5.0), ValueError, r"attn_logits_soft_cap=5.0"),
+        (
+            lambda: ops.cond(jnp.ones(2) > 0, lambda: 1, lambda: 2),
+            ValueError,
+            r"ops.cond: pred must be a scalar, received shape \(2,\)",
+        ),
+        (lambda: ops.cond(True, 1, lambda: 2), TypeError, r"ops.cond: true_fn must be callable, received 1"),
+        (
+            lambda: ops.while_loop(lambda i: i < 3, lambda i: i + 1, 0, maximum_iterations=-1),
+            ValueError,
+            r"maximum_iterations must be an int >= 0, received -1",
+        ),
+        (
+            lambda: ops.while_loop(lambda a, b: a < 3, lambda a, b: a + 1, (0, 1)),
+            ValueError,
+            r"body must return 2 values",
+        ),
+        (
+            lambda: ops.fori_loop(0.0, 3, lambda i, v: v, 0),
+            ValueError,
+            r"lower must be an integer scalar, received 0.0",
+        ),
+        (
+            lambda: ops.scan(lambda c, x: (c, x), 0, jnp.ones(3), unroll=0),
+            ValueError,
+            r"unroll must be an int >= 1, received 0",
+        ),
+        (lambda: ops.scan(lambda c, x: (c, x), 0), ValueError, r"ops.scan: pass xs or length"),
+        (
+            lambda: ops.slice(jnp.ones((3, 3)), (0,), (1, 1)),
+            ValueError,
+            r"start_indices has 1 entries for inputs of rank 2",
+        ),
+        (
+            lambda: ops.slice(jnp.ones((3, 3)), (0, 0), (1, 4)),
+            ValueError,
+            r"shape \(1, 4\) does not fit inside inputs of shape \(3, 3\)",
+        ),
+        (
+            lambda: ops.slice(jnp.ones((3, 3)), (0.5, 0), (1, 1)),
+            ValueError,
+            r"start_indices must be integers, received \(0.5, 0\)",
+        ),
+        (
+            lambda: jax.jit(lambda i: ops.slice(jnp.ones(3), (i,), (-1,)))(0),
+            ValueError,
+            r"shape\[0\] = -1 needs a concrete start",
+        ),
+        (
+            lambda: ops.slice_update(jnp.ones((2, 2)), (0, 0), jnp.ones((3, 1))),
+            ValueError,
+            r"updates of shape \(3, 1\) do not fit inside inputs of shape \(2, 2\)",
+        ),
+        (
+            lambda: ops.scatter_update(jnp.ones(3), [[0]], jnp.ones(1), reduction="sum"),
+            ValueError,
+            r"reduction must be None, .*received 'sum'",
+        ),
+        (
+            lambda: ops.segment_sum(jnp.ones(3), jnp.zeros((3, 1), jnp.int32), 1),
+            ValueError,
+            r"segment_ids must be a 1-D integer array, received shape \(3, 1\)",
+        ),
+        (
+            lambda: ops.segment_max(jnp.ones(3), jnp.zeros(2, jnp.int32), 1),
+            ValueError,
+            r"segment_ids of shape \(2,\) must match the leading axis of data of shape \(3,\)",
+        ),
+        (
+            lambda: jax.jit(lambda i: ops.segment_sum(jnp.ones(3), i))(jnp.zeros(3, jnp.int32)),
+            ValueError,
+            r"num_segments=None needs concrete segment_ids.*pass num_segments",
+        ),
+        (
+            lambda: ops.segment_sum(jnp.ones(3), jnp.zeros(3, jnp.int32), num_segments=-2),
+            ValueError,
+            r"num_segments must be an int >= 0, received -2",
+        ),
+        (lambda: ops.unstack(jnp.ones((2, 3)), num=3), ValueError, r"num=3 but inputs of shape \(2, 3\) have 2 slices"),
+        (lambda: ops.switch(0, [], 1), TypeError, r"branches must be a non-empty list of callables, received \[\]"),
+    ],
+)
+def test_bad_arguments_to_the_new_functions_name_the_value(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
