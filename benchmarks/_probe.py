@@ -103,14 +103,55 @@ def dense_overhead(policy: str, rows: int = 8, features: int = 64, units: int = 
     return report
 
 
+def custom_layer_overhead(rows: int = 8, features: int = 64, units: int = 64, repeats: int = 15) -> dict | None:
+    """A user's layer written in plain jnp on its Variables, against the same jnp ops on arrays.
+
+    `call` is `jnp.matmul(x, self.kernel) + self.bias`, so every call hands two Variables to JAX's
+    dispatch: this is where the way JAX accepts a Variable costs something. None where the
+    checkout cannot run it (before Variables were accepted by jnp).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    import layers
+
+    class PlainDense(layers.Layer):
+        def build(self, input_shape):
+            self.kernel = self.add_weight(shape=(input_shape[-1], units), initializer="glorot_uniform", name="kernel")
+            self.bias = self.add_weight(shape=(units,), initializer="zeros", name="bias")
+
+        def call(self, x):
+            return jnp.matmul(x, self.kernel) + self.bias
+
+    x = jnp.ones((rows, features), jnp.float32)
+    layer = PlainDense()
+    try:
+        layer(x)
+    except Exception:  # an older checkout refuses Variables in jnp
+        return None
+    kernel, bias = layer.kernel._read_storage(), layer.bias._read_storage()
+    functions = {"ops_us": lambda: jnp.matmul(x, kernel) + bias, "layer_us": lambda: layer(x)}
+    for function in functions.values():
+        for _ in range(50):
+            jax.block_until_ready(function())
+    samples: dict[str, list[float]] = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            samples[name].append(_microseconds_per_call(function, 200))
+    report = {name: statistics.median(values) for name, values in samples.items()}
+    report["ratio"] = report["layer_us"] / report["ops_us"]
+    return report
+
+
 def main(argv: list[str]) -> None:
-    """Prints `{"where", "build_s"[, "dense"]}` as one JSON line; `--build-only` skips the Dense part."""
+    """Prints `{"where", "build_s"[, "dense", "custom"]}` as one JSON line; `--build-only` skips the rest."""
     build = build_seconds()
     import layers
 
     report: dict[str, Any] = {"where": layers.__file__, "build_s": build}
     if "--build-only" not in argv:
         report["dense"] = {policy: dense_overhead(policy) for policy in ("float32", "mixed_bfloat16")}
+        report["custom"] = custom_layer_overhead()
     print(json.dumps(report))
 
 

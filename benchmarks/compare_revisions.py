@@ -45,6 +45,12 @@ def _describe_dense(policy: str, figures: dict) -> str:
     return text
 
 
+def _describe_custom(figures: dict | None) -> str:
+    if figures is None:
+        return "plain-jnp layer: not supported"
+    return f"plain-jnp layer {figures['layer_us']:.1f} us, ops {figures['ops_us']:.1f} us = {figures['ratio']:.2f}x"
+
+
 def _machine() -> str:
     cpus = os.cpu_count()
     model = platform.processor() or platform.machine()
@@ -85,7 +91,9 @@ def main() -> None:
             dense = report["dense"]
             print(
                 f"round {round_index + 1} {name:8} build+first call {report['build_s']:6.2f} s | dense 8x64->64 "
-                + " | ".join(_describe_dense(policy, d) for policy, d in dense.items()),
+                + " | ".join(_describe_dense(policy, d) for policy, d in dense.items())
+                + " | "
+                + _describe_custom(report.get("custom")),
                 flush=True,
             )
     print(f"load average after: {os.getloadavg()}")
@@ -98,6 +106,12 @@ def main() -> None:
                 key: statistics.median(r["dense"][policy][key] for r in reports) for key in reports[0]["dense"][policy]
             }
             parts.append(_describe_dense(policy, medians))
+        customs = [r.get("custom") for r in reports]
+        if all(custom is not None for custom in customs):
+            medians = {key: statistics.median(c[key] for c in customs) for key in customs[0]}
+            parts.append(_describe_custom(medians))
+        else:
+            parts.append(_describe_custom(None))
         print(f"  {name:8} build+first call {build:.2f} s | " + " | ".join(parts))
 
 

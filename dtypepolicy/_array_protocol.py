@@ -2,11 +2,12 @@
 
 JAX 0.10 no longer calls `__jax_array__` when it abstracts a function argument, so an object
 that is merely array-like fails inside every jitted `jax.numpy` function. A Variable is
-therefore registered with JAX as an array type of its own, the way NumPy arrays are: JAX asks
-it for its abstract value, its device buffers and its canonical value, and each time gets the
-value a read returns (through autocast and any StatelessScope). To `jax.tree` it stays a leaf,
-as in Keras. Those three registries are private to JAX; where one is missing, a Variable is
-registered as a pytree whose one leaf is that read instead (see `register`).
+therefore a registered pytree with one child, the value a read returns (through autocast and
+any StatelessScope), and unflattening gives back that child as a plain array: a Variable that
+enters `jax.jit`, `grad`, `vmap` or a `jnp` function arrives there as its value. `jax.lax`
+primitives bind their arguments without flattening; a hook on JAX's argument canonicalization
+reads a Variable there too (see `register`). docs/design.md says why this and not an array
+type of JAX's own.
 """
 
 from __future__ import annotations
@@ -165,40 +166,18 @@ for _name in _ARRAY_METHODS:
 del _name, _op, _forward, _reflected
 
 
-def _register_as_array_type(cls: type) -> bool:
-    """Teaches JAX to take `cls` as an array, read on use; False if this JAX lacks a hook.
-
-    Three places need it: argument canonicalization (every primitive bind, under any trace),
-    abstraction (what a jitted function is traced and cached for: the read's shape and dtype)
-    and argument sharding (the buffers an eager jitted call runs on).
-    """
-    try:
-        from jax._src import core, dtypes
-        from jax._src.interpreters import pxla
-    except ImportError:  # pragma: no cover - depends on the JAX release
-        return False
-    register_value = getattr(dtypes, "register_canonicalize_value_handler", None)
-    avals, shard_handlers = getattr(core, "pytype_aval_mappings", None), getattr(pxla, "shard_arg_handlers", None)
-    shard_args, typeof = getattr(pxla, "shard_args", None), getattr(core, "typeof", None)
-    if not (callable(register_value) and isinstance(avals, dict) and isinstance(shard_handlers, dict)):
-        return False  # pragma: no cover - depends on the JAX release
-    if not (callable(shard_args) and callable(typeof)):
-        return False  # pragma: no cover - depends on the JAX release
-
-    def shard(variables: Any, shardings: Any, layouts: Any, copy_semantics: Any) -> Any:
-        return shard_args(shardings, layouts, copy_semantics, [variable.value for variable in variables])
-
-    register_value(cls, lambda variable: variable.value)
-    avals[cls] = lambda variable: typeof(variable.value)
-    shard_handlers[cls] = shard
-    return True
+def _refuse_abstraction(variable: Any) -> Any:
+    raise TypeError(
+        f"JAX received Variable {variable.path!r} (shape {variable.shape}, dtype {variable.dtype}) where it needs "
+        f"an array and cannot read a Variable. Pass `{variable.name}.value` (the read through autocast)."
+    )
 
 
-def register_as_pytree(cls: type) -> None:
-    """Makes `cls` a pytree whose one leaf is its current read; unflattening gives the leaf back.
+def register(cls: type) -> None:
+    """Makes `cls` (with `value` and `path`) a pytree whose only leaf is its current read.
 
-    The fallback of `register`. The node carries no auxiliary data, so every Variable of one
-    shape and read dtype gives the same tree structure and `jax.jit` reuses its compilation.
+    The node carries no auxiliary data, so every Variable of one shape and read dtype gives the
+    same tree structure and `jax.jit` reuses its compilation.
     """
     jax.tree_util.register_pytree_with_keys(
         cls,
@@ -206,13 +185,17 @@ def register_as_pytree(cls: type) -> None:
         lambda _, children: children[0],
         flatten_func=lambda variable: ((variable.value,), None),
     )
-
-
-def register(cls: type) -> None:
-    """Makes JAX accept `cls` (which has `value`) wherever it accepts an array.
-
-    As an array type of its own where this JAX offers the hooks (a leaf to `jax.tree`, read on
-    use), else as a pytree (`register_as_pytree`).
-    """
-    if not _register_as_array_type(cls):
-        register_as_pytree(cls)  # pragma: no cover - depends on the JAX release
+    # jax.lax primitives bind without flattening: their arguments are canonicalized one by one,
+    # so a Variable is read there. Anything else that abstracts a raw Variable gets a clear
+    # error instead of JAX's "abstractification" one. Both hooks are private: a JAX without
+    # them keeps its own behaviour for lax, and the jax.numpy path (the pytree) is unaffected.
+    try:
+        from jax._src import core, dtypes
+    except ImportError:  # pragma: no cover - depends on the JAX release
+        return
+    register_value = getattr(dtypes, "register_canonicalize_value_handler", None)
+    if callable(register_value):
+        register_value(cls, lambda variable: variable.value)
+    mappings = getattr(core, "pytype_aval_mappings", None)
+    if isinstance(mappings, dict):
+        mappings[cls] = _refuse_abstraction

@@ -11,7 +11,6 @@ import pytest
 
 import dtypepolicy as dp
 import layers
-from dtypepolicy._array_protocol import register_as_pytree
 from tests._tolerances import assert_close
 
 START = np.array([[0.5, -1.25, 2.0], [3.0, -0.75, 0.1]], np.float32)
@@ -134,57 +133,39 @@ def test_stateless_call_substitutes_values_read_by_jnp_functions():
     np.testing.assert_array_equal(np.asarray(layer.w), np.ones(3))
 
 
-def test_to_jax_tree_a_variable_is_a_leaf_as_in_keras():
+def test_jax_tree_over_weights_gives_their_values_and_keeps_the_variables():
     layer = layers.Dense(3, name="dense")
     layer(jnp.ones((2, 4)))
     weights = layer.weights
     assert weights[0] is layer.kernel and weights[1] is layer.bias
     leaves = jax.tree.leaves(weights)
-    assert len(leaves) == 2 and all(leaf is weight for leaf, weight in zip(leaves, weights, strict=True))
-    assert jax.tree.map(lambda v: v.path, weights) == ["dense/kernel", "dense/bias"]
-    # The hand-written SGD step over variables and gradients (two trees of one structure).
+    assert [leaf.shape for leaf in leaves] == [(4, 3), (3,)]
+    assert all(isinstance(leaf, jax.Array) for leaf in leaves)
+    np.testing.assert_array_equal(np.asarray(leaves[0]), np.asarray(layer.kernel._value))
+    doubled = jax.tree.map(lambda leaf: leaf * 2, weights)
+    np.testing.assert_array_equal(np.asarray(doubled[0]), 2 * np.asarray(layer.kernel._value))
+    # The Variable objects as leaves, on request, as with any pytree node.
+    is_variable = lambda leaf: isinstance(leaf, dp.Variable)  # noqa: E731
+    assert jax.tree.map(lambda v: v.path, weights, is_leaf=is_variable) == ["dense/kernel", "dense/bias"]
+    # The hand-written SGD step over variables and gradients.
     kernel_before = np.asarray(layer.kernel._value)
     grads = [jnp.ones((4, 3)), jnp.full((3,), 2.0)]
-    jax.tree.map(lambda variable, grad: variable.assign(variable - 0.5 * grad), weights, grads)
+    jax.tree.map(lambda v, g: v.assign(v - 0.5 * g), weights, grads, is_leaf=is_variable)
     np.testing.assert_array_equal(np.asarray(layer.kernel._value), kernel_before - 0.5)
     np.testing.assert_array_equal(np.asarray(layer.bias._value), np.full((3,), -1.0, np.float32))
 
 
-def test_jax_sees_the_read_of_a_variable_when_it_abstracts_or_places_it():
-    variable = dp.Variable(START, name="w")
-    with dp.autocast_scope("bfloat16"):
-        assert jax.typeof(variable).dtype == jnp.bfloat16 and jax.typeof(variable).shape == START.shape
-        placed = jax.device_put(variable)
-    assert isinstance(placed, jax.Array) and placed.dtype == jnp.bfloat16
-    assert jax.typeof(variable).dtype == jnp.float32
+def test_a_raw_variable_where_jax_needs_an_array_is_a_clear_type_error():
+    # jax.typeof abstracts its argument without flattening it, like any JAX internal would.
+    variable = dp.Variable(jnp.ones((2,)), name="w")
+    with pytest.raises(TypeError, match=r"JAX received Variable 'w' \(shape \(2,\), dtype float32\).*Pass `w.value`"):
+        jax.typeof(variable)
 
 
 def test_an_integer_variable_indexes_a_variable():
     table, row = dp.Variable(START), dp.Variable(jnp.array(1))
     np.testing.assert_array_equal(np.asarray(table[row]), START[1])
     np.testing.assert_array_equal(np.asarray(table[row, dp.Variable(jnp.array(2))]), START[1, 2])
-
-
-class _PytreeVariable(dp.Variable):
-    """A Variable registered the fallback way, as a JAX without the array-type hooks would."""
-
-    __slots__ = ()
-
-
-register_as_pytree(_PytreeVariable)
-
-
-@pytest.mark.parametrize("mode", list(MODES))
-@pytest.mark.parametrize("name", ["jnp.matmul", "jnp.tanh", "jax.nn.softmax", "jnp.concatenate", ".sum", ".T"])
-def test_the_pytree_fallback_reads_through_autocast_too(name, mode):
-    function, run = FUNCTIONS[name], MODES[mode]
-    variable = _PytreeVariable(START)
-    with dp.autocast_scope("bfloat16"):
-        got = run(function, variable)
-    expected = run(function, jnp.asarray(START.astype(ml_dtypes.bfloat16)))
-    assert got.dtype == expected.dtype == jnp.bfloat16
-    np.testing.assert_array_equal(np.asarray(got, np.float64), np.asarray(expected, np.float64))
-    assert [leaf.dtype for leaf in jax.tree.leaves([variable])] == [jnp.float32]
 
 
 def test_variables_of_one_shape_share_a_jit_compilation():
