@@ -9,7 +9,8 @@ where `jnp.dtype` is NumPy's constructor), `shape`, `stop_gradient`, the activat
 activations, `normalize`, `rms_normalization`, `layer_normalization`, `batch_normalization` and
 `dot_product_attention` (`layers._keras_nn_ops`), and the control flow, slicing, scatter and
 segment functions `cond`, `scan`, `fori_loop`, `while_loop`, `slice`, `slice_update`,
-`segment_sum`, ... (`layers._keras_core_ops`).
+`segment_sum`, ... (`layers._keras_core_ops`), the cross-entropies, `in_top_k`, `psnr` and
+`sparsemax` (`layers._keras_loss_ops`).
 
 Example:
   >>> from layers import ops
@@ -53,7 +54,7 @@ def _wrap(name: str) -> Any:
     return reading_variables
 
 
-_KERAS_MODULES = ("layers._keras_ops", "layers._keras_nn_ops", "layers._keras_core_ops")
+_KERAS_MODULES = ("layers._keras_ops", "layers._keras_nn_ops", "layers._keras_core_ops", "layers._keras_loss_ops")
 
 
 @functools.cache

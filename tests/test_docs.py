@@ -62,6 +62,7 @@ MODULES = [
     "layers._keras_ops",
     "layers._keras_nn_ops",
     "layers._keras_core_ops",
+    "layers._keras_loss_ops",
 ]
 
 

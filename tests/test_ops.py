@@ -547,3 +547,119 @@ def test_scatter_unstack_switch_divide_no_nan_and_erfc():
 def test_bad_arguments_to_the_new_functions_name_the_value(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+# --- losses, metrics, sparsemax -----------------------------------------------------------------
+
+
+def _sparsemax_reference(z):
+    # Sorting-free definition: tau solves sum(max(z - tau, 0)) = 1, found by bisection in float64.
+    low, high = z.min() - 1, z.max()
+    for _ in range(200):
+        tau = (low + high) / 2
+        low, high = (tau, high) if np.maximum(z - tau, 0).sum() > 1 else (low, tau)
+    return np.maximum(z - (low + high) / 2, 0)
+
+
+LOGITS = RNG.normal(size=(4, 5)).astype(np.float32) * 2
+LABELS = np.array([0, 3, 4, 1])
+
+
+def test_cross_entropies_match_numpy_eagerly_under_jit_and_with_variables():
+    z = LOGITS.astype(np.float64)
+    log_p = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    expected = -log_p[np.arange(4), LABELS]
+    onehot = np.eye(5)[LABELS]
+    probabilities = np.exp(log_p)
+    for call in (lambda f, *a, **k: f(*a, **k), lambda f, *a, **k: jax.jit(lambda *b: f(*b, **k))(*a)):
+        assert_close(
+            call(ops.sparse_categorical_crossentropy, LABELS, dp.Variable(LOGITS), from_logits=True),
+            expected,
+            "float32",
+        )
+        assert_close(
+            call(ops.categorical_crossentropy, onehot, dp.Variable(LOGITS), from_logits=True), expected, "float32"
+        )
+        assert_close(call(ops.categorical_crossentropy, onehot, probabilities.astype(np.float32)), expected, "float32")
+    column = ops.sparse_categorical_crossentropy(LABELS[:, None], LOGITS.T, from_logits=True, axis=0)
+    assert_close(column, expected, "float32")  # classes on axis 0; the trailing size-1 target axis is dropped
+    t = (RNG.uniform(size=(3, 4)) > 0.5).astype(np.float32)
+    p = RNG.uniform(0.01, 0.99, size=(3, 4)).astype(np.float32)
+    bce = -(t * np.log(p.astype(np.float64)) + (1 - t) * np.log1p(-p.astype(np.float64)))
+    assert_close(ops.binary_crossentropy(t, dp.Variable(p)), bce, "float32")
+    logit = np.log(p.astype(np.float64) / (1 - p))
+    assert_close(ops.binary_crossentropy(t, logit.astype(np.float32), from_logits=True), bce, "float32")
+    with dp.autocast_scope("bfloat16"):
+        out = ops.sparse_categorical_crossentropy(LABELS, dp.Variable(LOGITS), from_logits=True)
+    seen = np.asarray(jnp.asarray(LOGITS, jnp.bfloat16), np.float64)
+    assert out.dtype == jnp.bfloat16
+    assert_close(out, -(seen - np.log(np.exp(seen).sum(-1, keepdims=True)))[np.arange(4), LABELS], "bfloat16")
+
+
+def test_in_top_k_psnr_and_sparsemax_match_numpy():
+    scores = LOGITS.copy()
+    scores[1, 0] = scores[2, LABELS[2]] = np.nan  # a NaN elsewhere, and one at the target
+    for k in (1, 2, 5):
+        # A NaN score ranks below every number (Keras); ties with the target's score count as in.
+        ranked = np.nan_to_num(scores, nan=-np.inf)
+        expected = [bool(np.sum(row > row[label]) < k) for row, label in zip(ranked, LABELS, strict=True)]
+        assert ops.in_top_k(LABELS, dp.Variable(scores), k).tolist() == expected
+    a, b = RNG.uniform(size=(2, 8)).astype(np.float32), RNG.uniform(size=(2, 8)).astype(np.float32)
+    mse = np.mean((a.astype(np.float64) - b) ** 2)
+    assert_close(ops.psnr(dp.Variable(a), b, 2.0), 20 * np.log10(2.0) - 10 * np.log10(mse), "float32")
+    out = jax.jit(lambda x: ops.sparsemax(x, axis=0))(dp.Variable(LOGITS))
+    assert_close(out, np.stack([_sparsemax_reference(col) for col in LOGITS.T.astype(np.float64)], axis=1), "float32")
+    assert_close(out.sum(0), np.ones(5), "float32")
+    with dp.autocast_scope("bfloat16"):
+        assert ops.sparsemax(dp.Variable(LOGITS)).dtype == jnp.bfloat16
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (
+            lambda: ops.binary_crossentropy(jnp.ones(2), jnp.ones(3)),
+            ValueError,
+            r"target and output must have the same shape, received target.shape=\(2,\), output.shape=\(3,\)",
+        ),
+        (
+            lambda: ops.categorical_crossentropy(jnp.ones(2), jnp.ones(2), from_logits="yes"),
+            TypeError,
+            r"from_logits must be a bool, received 'yes'",
+        ),
+        (
+            lambda: ops.sparse_categorical_crossentropy(jnp.ones(2), jnp.ones((2, 3))),
+            TypeError,
+            r"target must hold integer class ids, received dtype float32",
+        ),
+        (
+            lambda: ops.sparse_categorical_crossentropy(jnp.zeros(3, jnp.int32), jnp.ones((2, 3))),
+            ValueError,
+            r"target of shape \(3,\) does not match output of shape \(2, 3\).*expected \(2,\)",
+        ),
+        (
+            lambda: ops.categorical_crossentropy(jnp.ones((2, 3)), jnp.ones((2, 3)), axis=2),
+            ValueError,
+            r"axis 2 is out of range for inputs of shape \(2, 3\)",
+        ),
+        (
+            lambda: ops.in_top_k(jnp.zeros(2, jnp.int32), jnp.ones((2, 3)), 0),
+            ValueError,
+            r"k must be a positive int, received 0",
+        ),
+        (
+            lambda: ops.in_top_k(jnp.zeros(3, jnp.int32), jnp.ones((2, 3)), 1),
+            ValueError,
+            r"targets of shape \(3,\) and dtype int32 for predictions of shape \(2, 3\)",
+        ),
+        (
+            lambda: ops.psnr(jnp.ones(2), jnp.ones(3), 1.0),
+            ValueError,
+            r"x1 and x2 must have the same shape, received \(2,\) and \(3,\)",
+        ),
+        (lambda: ops.sparsemax(jnp.ones(())), ValueError, r"sparsemax needs an array of rank >= 1"),
+    ],
+)
+def test_bad_arguments_to_the_losses_name_the_value(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
