@@ -663,3 +663,32 @@ def test_in_top_k_psnr_and_sparsemax_match_numpy():
 def test_bad_arguments_to_the_losses_name_the_value(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_a_mixed_bfloat16_layer_sees_its_float32_weights_as_bfloat16_through_the_new_ops():
+    from layers import Layer
+
+    class Block(Layer):
+        def build(self, input_shape):
+            self.scale = self.add_weight(shape=(input_shape[-1],), initializer="ones", name="scale")
+            self.query = self.add_weight(shape=(1, 3, 2, input_shape[-1]), initializer="glorot_uniform", name="q")
+
+        def call(self, x):
+            normed = ops.rms_normalization(x, self.scale)
+            attended = ops.dot_product_attention(self.query, normed, normed)
+            total, _ = ops.scan(lambda c, row: (c + row, row), ops.zeros_like(self.scale), normed[0, :, 0])
+            return normed, attended, total, ops.glu(self.scale)
+
+    block = Block(dtype="mixed_bfloat16")
+    x = RNG.normal(size=(1, 4, 2, 6)).astype(np.float32)
+    normed, attended, total, gated = block(x)
+    assert block.scale.dtype == "float32"
+    assert normed.dtype == attended.dtype == total.dtype == gated.dtype == jnp.bfloat16
+    seen = np.asarray(jnp.asarray(x, jnp.bfloat16), np.float64)
+    assert_close(normed, seen / np.sqrt(np.mean(seen**2, -1, keepdims=True) + 1e-7), "bfloat16")
+    query = np.asarray(jnp.asarray(block.query.numpy(), jnp.bfloat16), np.float64)
+    assert_close(
+        attended,
+        _attention_reference(query, np.asarray(normed, np.float64), np.asarray(normed, np.float64)),
+        "bfloat16",
+    )
