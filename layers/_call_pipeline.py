@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 import dtypepolicy as dp
+from dtypepolicy import _state
 from dtypepolicy._autocast import current_autocast_dtype
 from dtypepolicy._dtypes import is_float
 from dtypepolicy._strict import check_outputs, strict_mode
@@ -86,6 +87,8 @@ def run(layer: Any, args: tuple, kwargs: dict) -> Any:
     # Every call is a transaction (variable writes, losses, metrics, builds), nested in the
     # caller's: a failure undoes all of it, even when a parent layer catches the error.
     saved_losses = layer._clear_losses() if top_level else None
+    # The process-wide default policy, so that a call that changes it and fails puts it back.
+    saved_default = _state._global_default
     transaction = _transaction.CallTransaction()
     try:
         with transaction:
@@ -119,6 +122,8 @@ def run(layer: Any, args: tuple, kwargs: dict) -> Any:
             outputs = layer._record_call(outputs)
     except BaseException as error:
         transaction.rollback()
+        if _state._global_default is not saved_default:
+            _state.set_global(saved_default)
         if top_level:
             _restore_losses(saved_losses)
         if isinstance(error, Exception):
@@ -325,6 +330,7 @@ def stateless_call(
         strict=True,
     )
     saved_losses = layer._clear_losses()
+    saved_callables = [(owner, owner._callable_losses) for owner, _ in saved_losses]  # tuples: never mutated
     hidden = _transaction.forget_traced_losses(saved_losses)  # its own losses only, put back after
     saved_metrics = {id(m): (m, m._total, m._count) for m in layer.metrics}
     metric_tables = [(owner, dict(owner._metrics_by_name)) for owner in layer._flatten_layers()]
@@ -337,6 +343,8 @@ def stateless_call(
     finally:
         for owner, losses_before in saved_losses:
             object.__setattr__(owner, "_losses", losses_before)
+        for owner, callables in saved_callables:
+            object.__setattr__(owner, "_callable_losses", callables)
         _transaction.restore_traced_losses(hidden)
         for owner, table in metric_tables:
             owner._metrics_by_name.clear()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import jax
@@ -77,3 +78,24 @@ def apply_report(layer: Any, name: str, aggregation: str, number: float) -> None
         metric = layer._metrics_by_name[name] = Metric(name, aggregation)
     metric._total += number
     metric._count += 1
+
+
+def check_aggregation(layer: Any, name: str, aggregation: str, pending: Iterable[tuple]) -> None:
+    """A metric keeps the aggregation of its first report: another one is a `ValueError`.
+
+    Args:
+      layer: the reporting layer.
+      name: the metric's name.
+      aggregation: the aggregation of the new report.
+      pending: `(layer, name, aggregation, value)` reports of the running calls, not applied yet.
+    """
+    metric = layer._metrics_by_name.get(name)
+    existing = None if metric is None else metric.aggregation
+    if existing is None:
+        existing = next((a for owner, n, a, _ in pending if owner is layer and n == name), None)
+    if existing is not None and existing != aggregation:
+        raise ValueError(
+            f"add_metric: the metric {name!r} of layer {layer.name!r} aggregates with {existing!r}, received "
+            f"aggregation={aggregation!r}. A metric keeps the aggregation of its first report; report the "
+            f"{aggregation!r} value under another name."
+        )

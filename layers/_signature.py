@@ -83,6 +83,12 @@ def build_parameters(build: Callable) -> tuple[str, ...]:
     return tuple(p.name for p in _without_self(build).parameters.values() if p.kind in kinds)
 
 
+def _var_positional(function: Callable) -> str | None:
+    """The name of a function's `*args` parameter, or None."""
+    kind = inspect.Parameter.VAR_POSITIONAL
+    return next((p.name for p in inspect.signature(function).parameters.values() if p.kind is kind), None)
+
+
 @functools.cache
 def build_plan(build: Callable, call: Callable) -> tuple[str, ...]:
     """For each `build` parameter, the call argument whose shape it receives (Keras 3's rule).
@@ -93,11 +99,26 @@ def build_plan(build: Callable, call: Callable) -> tuple[str, ...]:
     one parameter of any other name (`input_shape`) gets the first input's (`FIRST_INPUT`).
     With several parameters each must be `<argument>_shape` for an argument of `call` (or
     for a keyword that `**kwargs` may collect); anything else is a `ValueError`, never a
-    silent match by position.
+    silent match by position. A `*rest` parameter next to named ones would receive nothing
+    and is a `ValueError` too; a `build(self, *args)` with no named parameter (a wrapper that
+    forwards to `super().build`) receives the first input's shape, as one `input_shape` would.
     """
     parameters = build_parameters(build)
     facts = call_signature(call)
     names = facts.argument_names
+    what = "compute_output_shape" if getattr(build, "__name__", "") == "compute_output_shape" else "build"
+    inputs = [name for name in names if name not in ("training", "mask") and not name.endswith("_mask")]
+    example = f"{what}(self, {', '.join(f'{name}_shape' for name in (inputs[:2] or ['x', 'y']))})"
+    rest = _var_positional(build)
+    if rest is not None:
+        if not parameters:
+            return (FIRST_INPUT,)
+        raise ValueError(
+            f"{what}() parameter '*{rest}' after {parameters} would receive nothing: {what}() receives shapes "
+            f"by name, never by position, one '<call argument>_shape' parameter per call argument (e.g. {example}), "
+            f"or the first input's shape in a single parameter ({what}(self, input_shape)). Name each shape "
+            f"{what}() needs instead of '*{rest}'."
+        )
 
     def argument_of(parameter: str) -> str | None:
         if not parameter.endswith("_shape"):
@@ -118,12 +139,23 @@ def build_plan(build: Callable, call: Callable) -> tuple[str, ...]:
                 if not parameter.endswith("_shape")
                 else f"{parameter!r} names no call() argument {parameter[: -len('_shape')]!r}"
             )
-            what = "compute_output_shape" if getattr(build, "__name__", "") == "compute_output_shape" else "build"
             raise ValueError(
                 f"{what}() parameters {parameters} do not match call() arguments {names}: {reason}. A {what}() "
                 f"with more than one parameter receives each call argument's shape by name, so every parameter "
-                f"must be '<call argument>_shape' (e.g. {what}(self, {', '.join(f'{n}_shape' for n in names[:2])})), "
-                f"as in Keras 3; a {what}(self, input_shape) with one parameter receives the first input's shape."
+                f"must be '<call argument>_shape'{f' (e.g. {example})' if inputs else ''}, as in Keras 3; "
+                f"{_one_parameter_form(what, inputs, _var_positional(call))}."
             )
         plan.append(argument)
     return tuple(plan)
+
+
+def _one_parameter_form(what: str, inputs: list[str], var_positional: str | None) -> str:
+    """How a one-parameter `build` / `compute_output_shape` would receive the inputs of this `call`."""
+    if var_positional is not None and not inputs:
+        return (
+            f"call() takes its inputs as *{var_positional}, which have no names to match: use "
+            f"{what}(self, input_shape) with one parameter, which receives a tuple with one shape per "
+            f"positional input"
+        )
+    note = f" (the inputs in call()'s *{var_positional} have no names to match)" if var_positional else ""
+    return f"a {what}(self, input_shape) with one parameter receives the first input's shape{note}"

@@ -10,6 +10,7 @@ is caught by its parent leaves no trace either (SPEC §9: a failed call changes 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import weakref
 from contextvars import ContextVar
 from typing import Any
@@ -123,6 +124,15 @@ class CallTransaction:
     def rollback(self) -> None:
         """Undoes the losses and builds of the call; its variable writes are simply dropped."""
         for layer, loss in reversed(self.losses):
+            if callable(loss):
+                # A persistent callable loss (see `add_callable_loss`): the tuple is replaced, never mutated.
+                kept = list(layer._callable_losses)
+                for index in range(len(kept) - 1, -1, -1):
+                    if kept[index] is loss:
+                        del kept[index]
+                        break
+                object.__setattr__(layer, "_callable_losses", tuple(kept))
+                continue
             losses = layer._losses
             for index in range(len(losses) - 1, -1, -1):
                 if losses[index] is loss:
@@ -142,6 +152,29 @@ def note_loss(layer: Any, loss: Any) -> None:
     transaction = _current.get()
     if transaction is not None:
         transaction.losses.append((layer, loss))
+
+
+def add_callable_loss(layer: Any, loss: Any) -> None:
+    """`Layer.add_loss` with a callable: a loss evaluated on every read of `losses`.
+
+    Unlike loss values, which count until the next outermost call clears them, a callable
+    (a weight penalty added in `build`, as in Keras) stays for good: calls never clear it. It
+    is taken back only when the call or the `build` that added it fails. The layer holds its
+    callables in a tuple that is replaced, never mutated, so the snapshot a `build` takes
+    restores them too.
+    """
+    try:
+        inspect.signature(loss).bind()
+    except TypeError:
+        raise TypeError(
+            f"add_loss on layer {layer.name!r}: a loss must be an array or a zero-argument callable returning "
+            f"one, received {loss!r}, which needs arguments. Close over what it reads instead "
+            f"(`lambda: jnp.sum(self.w.value ** 2)`)."
+        ) from None
+    except ValueError:
+        pass  # no signature to inspect (some builtins): trusted, checked when `losses` calls it
+    object.__setattr__(layer, "_callable_losses", (*layer._callable_losses, loss))
+    note_loss(layer, loss)
 
 
 def note_build(layer: Any, snapshot: dict, own_variables: list, own_layers: list) -> None:
@@ -164,20 +197,29 @@ def note_metric(layer: Any, value: Any, name: str | None, aggregation: str) -> N
         raise TypeError(f"add_metric name must be a str or None, received {name!r} of type {type(name).__name__}.")
     number = _metrics.host_value(value)
     transaction = _current.get()
-    if name is None:
-        index = 0
-        if transaction is not None:  # outside any call each report is a call of its own
-            if transaction.unnamed is None:
-                transaction.unnamed = {}
-            index = transaction.unnamed.get(id(layer), 0)
-            transaction.unnamed[id(layer)] = index + 1
+    unnamed = name is None
+    if unnamed:
+        # Outside any call each report is a call of its own.
+        index = 0 if transaction is None or transaction.unnamed is None else transaction.unnamed.get(id(layer), 0)
         name = _metrics.default_name(layer, index)
+    _metrics.check_aggregation(layer, name, aggregation, _pending_reports(transaction))
+    if unnamed and transaction is not None:
+        if transaction.unnamed is None:
+            transaction.unnamed = {}
+        transaction.unnamed[id(layer)] = index + 1
     if number is None:
         return
     if transaction is None:
         _metrics.apply_report(layer, name, aggregation, number)
     else:
         transaction.metrics.append((layer, name, aggregation, number))
+
+
+def _pending_reports(transaction: CallTransaction | None) -> Any:
+    """The metric reports not applied yet: those of this call and of the calls around it."""
+    while transaction is not None:
+        yield from transaction.metrics
+        transaction = transaction.parent
 
 
 # --- losses added under the user's own JAX trace ---------------------------------------------

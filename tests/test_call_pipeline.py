@@ -946,3 +946,100 @@ def test_traced_losses_are_kept_for_layers_that_define_eq_and_go_with_the_layer(
     again = Comparable()
     traced_losses(again, jnp.ones(3))
     assert again.losses == [] and id(again) not in _transaction._traced_losses  # a read after the trace drops it
+
+
+# ---------------------------------------------------------------- issue 7: a failed call restores the global policy
+
+
+class _SetsGlobalPolicy(Layer):
+    def call(self, x, fail=True):
+        dp.set_dtype_policy("mixed_float16")
+        if fail:
+            raise ValueError("failed after setting the policy")
+        return x
+
+
+def test_a_failed_call_restores_the_global_default_policy():
+    with pytest.raises(ValueError, match="failed after setting"):
+        _SetsGlobalPolicy()(jnp.ones(2))
+    assert dp.dtype_policy() == dp.DTypePolicy("float32")
+    dp.set_dtype_policy("mixed_bfloat16")
+    with pytest.raises(ValueError, match="failed after setting"):
+        _SetsGlobalPolicy()(jnp.ones(2))
+    assert dp.dtype_policy() == dp.DTypePolicy("mixed_bfloat16")
+
+
+def test_a_failed_nested_call_caught_by_its_parent_restores_the_global_default_policy():
+    class Parent(Layer):
+        def __init__(self):
+            super().__init__()
+            self.child = _SetsGlobalPolicy()
+
+        def call(self, x):
+            with contextlib.suppress(ValueError):
+                self.child(x)
+            return x
+
+    Parent()(jnp.ones(2))
+    assert dp.dtype_policy() == dp.DTypePolicy("float32")
+
+
+def test_a_successful_call_that_sets_the_global_default_policy_keeps_it():
+    _SetsGlobalPolicy()(jnp.ones(2), fail=False)
+    assert dp.dtype_policy() == dp.DTypePolicy("mixed_float16")
+
+
+# ---------------------------------------------------------------- issue 7: var-positional call and build signatures
+
+
+def test_a_build_for_a_var_positional_call_receives_one_shape_per_positional_input():
+    class Sum(Layer):
+        def build(self, input_shape):
+            self.received = input_shape
+
+        def call(self, *inputs):
+            return sum(inputs)
+
+    layer = Sum()
+    layer(jnp.ones((2, 3)), jnp.ones((2, 3)))
+    assert layer.received == ((2, 3), (2, 3))  # Keras 3 would pass None here
+    single = Sum()
+    single(jnp.ones((2, 3)))
+    assert single.received == ((2, 3),)
+
+    class Named(Layer):
+        def build(self, x_shape, y_shape):
+            pass
+
+        def call(self, *args):
+            return args[0]
+
+    named = Named(name="named")
+    with pytest.raises(ValueError, match=r"'named'.*call\(\) takes its inputs as \*args.*build\(self, input_shape\)"):
+        named(jnp.ones(2), jnp.ones(3))
+    assert not named.built
+
+
+def test_a_var_positional_build_parameter_next_to_named_ones_is_a_clear_error():
+    class Rest(Layer):
+        def build(self, x_shape, *rest):
+            self.received = (x_shape, rest)
+
+        def call(self, x, y):
+            return x
+
+    layer = Rest(name="rest")
+    with pytest.raises(ValueError, match=r"'rest'.*build\(\) parameter '\*rest'.*receives shapes by name"):
+        layer(jnp.ones(2), jnp.ones(3))
+    assert not layer.built and not hasattr(layer, "received")
+
+    class Forwarding(Layer):
+        def build(self, *args, **kwargs):
+            self.received = args
+
+        def call(self, x, y):
+            return x
+
+    forwarding = Forwarding()
+    forwarding(jnp.ones(2), jnp.ones(3))
+    assert forwarding.received == ((2,),)

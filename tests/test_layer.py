@@ -4,6 +4,7 @@ import copy
 import json
 import pickle
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -682,3 +683,113 @@ def test_get_weights_returns_writable_copies_as_keras_does():
     assert float(layer.kernel.numpy()[0, 0]) != 5.0
     layer.set_weights([kernel, np.zeros(2, np.float32)])
     assert float(layer.kernel.numpy()[0, 0]) == 5.0
+
+
+# ---------------------------------------------------------------- issue 7: callable losses persist
+
+
+class _Penalized(Layer):
+    """A Keras-style weight penalty: a zero-argument callable loss added once, in build."""
+
+    def build(self, input_shape):
+        self.w = self.add_weight(shape=(input_shape[-1],), initializer="ones", name="w")
+        self.add_loss(lambda: 0.5 * jnp.sum(self.w.value**2))
+
+    def call(self, x):
+        self.add_loss(jnp.sum(x))  # a per-call loss, cleared by the next outermost call
+        return x * self.w.value
+
+
+def test_a_callable_loss_added_in_build_stays_for_every_call_and_is_evaluated_on_each_read():
+    layer = _Penalized()
+    for step in range(3):
+        layer(jnp.full((3,), float(step)))
+        # hand-derived: 0.5 * sum(ones(3) ** 2) = 1.5, and this call's sum(x) = 3 * step
+        assert [float(loss) for loss in layer.losses] == [1.5, 3.0 * step]
+    layer.w.assign(jnp.asarray([1.0, 2.0, 3.0]))
+    assert [float(loss) for loss in layer.losses] == [7.0, 6.0]  # fresh: 0.5 * (1 + 4 + 9)
+    layer(jnp.zeros(3))
+    assert [float(loss) for loss in layer.losses] == [7.0, 0.0]
+
+
+def test_a_callable_loss_counts_under_stateless_call_and_jax_grad():
+    layer = _Penalized()
+    layer(jnp.zeros(3))
+    w = jnp.asarray([2.0, -1.0, 3.0])
+    x = jnp.asarray([1.0, 1.0, 1.0])
+    _, _, losses = layer.stateless_call([w], [], x, return_losses=True)
+    assert sorted(float(loss) for loss in losses) == [3.0, 7.0]  # sum(x) = 3; 0.5 * (4 + 1 + 9) = 7
+
+    def objective(w):
+        outputs, _, losses = layer.stateless_call([w], [], x, return_losses=True)
+        return jnp.sum(outputs) + sum(losses)
+
+    for transform in (lambda f: f, jax.jit):
+        value, grad = transform(jax.value_and_grad(objective))(w)
+        # sum(x * w) + sum(x) + 0.5 * sum(w ** 2): d/dw = x + w
+        assert float(value) == 4.0 + 3.0 + 7.0
+        np.testing.assert_array_equal(np.asarray(grad), np.asarray([3.0, 0.0, 4.0]))
+    assert [float(loss) for loss in layer.losses] == [1.5, 0.0]  # the layer is untouched
+
+    # A call traced by the user's jax.grad sees the penalty of the stored weights; after it, the
+    # callable is still there.
+    value = jax.value_and_grad(lambda x: jnp.sum(layer(x)) + sum(layer.losses))(x)[0]
+    assert float(value) == 3.0 + 3.0 + 1.5
+    assert [float(loss) for loss in layer.losses] == [1.5, 0.0]
+    layer(x)
+    assert [float(loss) for loss in layer.losses] == [1.5, 3.0]
+
+
+def test_a_callable_loss_added_in_a_failed_build_or_call_is_rolled_back():
+    class FailsInBuild(_Penalized):
+        def build(self, input_shape):
+            super().build(input_shape)
+            if input_shape[-1] != 3:
+                raise ValueError("wants 3 features")
+
+    layer = FailsInBuild()
+    with pytest.raises(ValueError, match="wants 3"):
+        layer(jnp.ones(2))
+    assert not layer.built and layer.losses == []
+    with pytest.raises(ValueError, match="wants 3"):
+        layer.build((4,))  # a direct build outside any call
+    assert not layer.built and layer.losses == []
+    layer(jnp.zeros(3))
+    assert [float(loss) for loss in layer.losses] == [1.5, 0.0]  # one penalty, not three
+
+    class FailsInCall(_Penalized):
+        def call(self, x):
+            raise RuntimeError("call failed")
+
+    layer = FailsInCall()
+    with pytest.raises(RuntimeError, match="call failed"):
+        layer(jnp.ones(3))
+    assert not layer.built and layer.losses == []
+
+
+def test_add_loss_rejects_a_callable_that_needs_arguments():
+    layer = Layer(name="needs_args")
+    with pytest.raises(TypeError, match=r"zero-argument callable.*received .*lambda"):
+        layer.add_loss(lambda weights: jnp.sum(weights))
+    assert layer.losses == []
+
+
+def test_stateless_call_keeps_no_callable_loss_its_call_added():
+    class AddsOnce(Layer):
+        def build(self, input_shape):
+            self.w = self.add_weight(shape=(), initializer="ones", name="w")
+
+        def call(self, x):
+            if not self._callable_losses:
+                self.add_loss(lambda: 2.0 * self.w.value)
+            return x
+
+    layer = AddsOnce()
+    layer.build(())
+    _, _, losses = layer.stateless_call([jnp.asarray(3.0)], [], jnp.ones(()), return_losses=True)
+    assert [float(loss) for loss in losses] == [6.0]
+    assert layer.losses == []  # nothing the stateless call did stays
+    layer(jnp.ones(()))
+    assert [float(loss) for loss in layer.losses] == [2.0]
+    layer(jnp.ones(()))
+    assert [float(loss) for loss in layer.losses] == [2.0]

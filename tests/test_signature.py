@@ -98,3 +98,46 @@ def test_build_plan_rejects_several_parameters_that_are_not_call_argument_shapes
         return x
 
     assert build_plan(misnamed, call_with_kwargs) == ("foo", "y")  # **kwargs may bring them
+
+
+# ---------------------------------------------------------------- issue 7: var-positional call and build parameters
+
+
+def _call_varargs(self, *args):
+    return args[0]
+
+
+def test_build_plan_for_a_var_positional_call_explains_the_input_shape_form():
+    def two(self, x_shape, y_shape):
+        pass
+
+    with pytest.raises(ValueError, match=r"call\(\) takes its inputs as \*args") as caught:
+        build_plan(two, _call_varargs)
+    message = str(caught.value)
+    assert "build(self, )" not in message and "e.g. build(self, )" not in message
+    assert "build(self, input_shape)" in message and "one shape per positional input" in message
+    assert build_plan(two, _call_xy) == ("x", "y")  # named call arguments still match
+
+
+def test_build_plan_rejects_a_var_positional_build_parameter_next_to_named_ones():
+    def with_rest(self, x_shape, *rest):
+        pass
+
+    with pytest.raises(
+        ValueError, match=r"build\(\) parameter '\*rest'.*receives shapes by name.*build\(self, x_shape, y_shape\)"
+    ):
+        build_plan(with_rest, _call_xy)
+
+    def compute_output_shape(self, x_shape, *rest):
+        pass
+
+    with pytest.raises(ValueError, match=r"compute_output_shape\(\) parameter '\*rest'"):
+        build_plan(compute_output_shape, _call_xy)
+
+
+def test_build_plan_gives_a_build_with_only_var_positional_parameters_the_first_input_shape():
+    def forwarding(self, *args, **kwargs):  # a wrapper passing its arguments on to super().build
+        pass
+
+    assert build_plan(forwarding, _call_xy) == (FIRST_INPUT,)
+    assert build_plan(forwarding, _call_varargs) == (FIRST_INPUT,)

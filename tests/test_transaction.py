@@ -126,3 +126,69 @@ def test_exit_resets_the_current_transaction_even_when_the_scope_exit_raises():
     with pytest.raises(RuntimeError, match="scope exit failed"), transaction:
         assert current() is transaction
     assert current() is None
+
+
+# ---------------------------------------------------------------- issue 7: one aggregation per metric
+
+
+def test_a_report_with_another_aggregation_than_its_metric_is_a_clear_error_outside_a_call():
+    layer = Layer(name="agg")
+    note_metric(layer, 2.0, "loss", "mean")
+    with pytest.raises(
+        ValueError, match=r"metric 'loss' of layer 'agg' aggregates with 'mean'.*received aggregation='sum'"
+    ):
+        note_metric(layer, 5.0, "loss", "sum")
+    layer.add_metric(1.0)  # unnamed: "agg_metric", a mean
+    with pytest.raises(ValueError, match=r"metric 'agg_metric' of layer 'agg' aggregates with 'mean'"):
+        layer.add_metric(1.0, aggregation="sum")
+    assert [(m.name, m.aggregation, m.result(), m._count) for m in layer.metrics] == [
+        ("loss", "mean", 2.0, 1),
+        ("agg_metric", "mean", 1.0, 1),
+    ]
+
+
+class _Reports(Layer):
+    def build(self, input_shape):
+        self.count = self.add_weight(shape=(), initializer="zeros", trainable=False, name="count")
+
+    def call(self, x, aggregations=("mean",)):
+        self.count.assign_add(1.0)
+        for aggregation in aggregations:
+            self.add_metric(jnp.sum(x), name="total", aggregation=aggregation)
+        return x
+
+
+def test_a_call_reporting_another_aggregation_fails_and_changes_nothing():
+    layer = _Reports(name="reports")
+    layer(jnp.ones(2))
+    with pytest.raises(
+        ValueError, match=r"metric 'total' of layer 'reports' aggregates with 'mean'.*received aggregation='sum'"
+    ):
+        layer(jnp.ones(2), aggregations=("sum",))
+    assert [(m.aggregation, m.result(), m._count) for m in layer.metrics] == [("mean", 2.0, 1)]
+    assert float(layer.count.value) == 1.0
+
+    fresh = _Reports(name="fresh")  # two reports of one call disagree: the metric does not exist yet
+    with pytest.raises(ValueError, match=r"metric 'total' of layer 'fresh' aggregates with 'sum'.*'mean'"):
+        fresh(jnp.ones(2), aggregations=("sum", "mean"))
+    assert fresh.metrics == [] and not fresh.built
+
+    with pytest.raises(ValueError, match=r"aggregates with 'mean'.*received aggregation='sum'"):
+        layer.stateless_call([], [jnp.asarray(0.0)], jnp.ones(2), aggregations=("sum",))
+    assert [(m.aggregation, m.result(), m._count) for m in layer.metrics] == [("mean", 2.0, 1)]
+
+
+def test_a_shared_sublayer_reporting_two_aggregations_in_one_parent_call_fails():
+    class Parent(Layer):
+        def __init__(self):
+            super().__init__(name="parent")
+            self.shared = _Reports(name="shared")
+
+        def call(self, x):
+            self.shared(x, aggregations=("mean",))
+            return self.shared(x, aggregations=("sum",))
+
+    parent = Parent()
+    with pytest.raises(ValueError, match=r"metric 'total' of layer 'shared' aggregates with 'mean'"):
+        parent(jnp.ones(2))
+    assert parent.metrics == [] and not parent.shared.built
