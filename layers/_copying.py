@@ -19,7 +19,7 @@ from layers import _ownership, _tracking
 
 # Not part of a pickled or deep-copied layer: links to the layers tracking it, and flags
 # that only mean something during a call or build.
-NOT_COPIED = frozenset({"_parent", "_owners", "_building"})
+NOT_COPIED = frozenset({"_parent_ref", "_owners", "_building"})
 # Sets of ids of own variables or layers: stored as positions in those lists when pickled.
 _ID_SETS = {"_state_ids": "_own_variables", "_frozen_ids": "_own_variables", "_frozen_layer_ids": "_own_layers"}
 # Restored layers whose policy came from a layer above them, until that layer is restored too:
@@ -46,7 +46,7 @@ def shallow_copy(layer: Any) -> Any:
     twin = object.__new__(type(layer))
     state = {key: _tracking.rewrap(value, twin) for key, value in layer.__dict__.items()}
     state.update(
-        _parent=None,
+        _parent_ref=None,
         _own_variables=list(layer._own_variables),
         _own_layers=list(layer._own_layers),
         _losses=list(layer._losses),
@@ -96,12 +96,12 @@ def set_state(layer: Any, state: dict[str, Any]) -> None:
             state["_default_policy"],
         )
         state["_default_policy"] = policy
-    state["_parent"] = None
+    state["_parent_ref"] = None
     object.__getattribute__(layer, "__dict__").update(state)
     for sublayer, number in zip(layer._own_layers, owned_since, strict=False):
         number = _tracking.next_sequence() if number is None else number
         _tracking.observe_sequence(number)
-        object.__setattr__(sublayer, "_owners", (*sublayer._owners, (number, weakref.ref(layer))))
+        object.__setattr__(sublayer, "_owners", (*sublayer._owners, (number, _ownership.owner_ref(layer, sublayer))))
     if original is not None:
         # Restored layers below that followed this layer's original follow this copy again.
         for sublayer in layer._flatten_layers(include_self=False):

@@ -30,7 +30,7 @@ from layers import (
 from layers._metrics import Metric
 
 # Framework attributes that hold state but must not be tracked as the layer's own state.
-_UNTRACKED = frozenset({"_parent", "_own_variables", "_own_layers", "_losses", "_metrics_by_name"})
+_UNTRACKED = frozenset({"_parent_ref", "_own_variables", "_own_layers", "_losses", "_metrics_by_name"})
 _QUANTIZATION_MODES = ("int8", "int4", "float8")
 # Constructor arguments the base class serializes itself (a policy map is not a plain value).
 _BASE_CONFIG_KEYS = frozenset({"name", "trainable", "dtype", "autocast", "activity_regularizer"})
@@ -80,7 +80,6 @@ class Layer(_tracking.Trackable):
     _frozen_layer_ids: frozenset = frozenset()  # ids of own sublayers that freezing this layer switched off
     _map_checked = False  # whether a DTypePolicyMap held here was checked for unmatched keys
     _last_output = None  # shapes and dtypes of the last call's outputs, for summary()
-    _callable_losses: tuple = ()  # zero-argument callables from add_loss; calls never clear them
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Layer:
         instance = super().__new__(cls)
@@ -109,7 +108,7 @@ class Layer(_tracking.Trackable):
         explicit = None if dtype is None else dp.get(dtype)
         set_ = object.__setattr__
         set_(self, "_name", name)
-        set_(self, "_parent", None)
+        set_(self, "_parent_ref", None)  # a weak reference: a parent that is gone owns nothing
         set_(self, "_own_variables", [])
         set_(self, "_own_layers", [])
         set_(self, "_losses", [])
@@ -225,6 +224,9 @@ class Layer(_tracking.Trackable):
         Args:
           print_fn: called with each line of the table; None (the default) means `print`.
 
+        Raises:
+          TypeError: `print_fn` is neither callable nor None.
+
         Example:
           >>> from layers import Dense, Sequential
           >>> model = Sequential([Dense(4, name="hidden")], name="mlp", dtype="mixed_bfloat16")
@@ -277,9 +279,36 @@ class Layer(_tracking.Trackable):
         return self._name
 
     @property
+    def _parent(self) -> Layer | None:
+        """The layer this one's path and inherited policy follow (see "Paths" in docs/layer.md), or None.
+
+        Held weakly: a parent that is collected owns nothing, and the layer falls back to its other
+        owners (`_ownership.owner_gone` re-derives that when the parent goes; the check here covers
+        the moment before it has run).
+        """
+        ref = self._parent_ref
+        if ref is None:
+            return None
+        parent = ref()
+        if parent is None:
+            _ownership.refresh_parents(self)
+            ref = self._parent_ref
+            parent = None if ref is None else ref()
+        return parent
+
+    @property
     def path(self) -> str:
         """The layer's path from the outermost layer tracking it: `"encoder/block_0/dense"`."""
-        return self._name if self._parent is None else f"{self._parent.path}/{self._name}"
+        # Read on every call: the live-parent case is one dereference; `_parent` handles the rest.
+        ref = self._parent_ref
+        parent = None if ref is None else ref()
+        if parent is None:
+            if ref is None:
+                return self._name
+            parent = self._parent
+            if parent is None:
+                return self._name
+        return f"{parent.path}/{self._name}"
 
     @property
     def dtype_policy(self) -> dp.DTypePolicy:
@@ -289,7 +318,11 @@ class Layer(_tracking.Trackable):
             source = layer._explicit_dtype
             if source is not None:
                 return source[self.path] if isinstance(source, dp.DTypePolicyMap) else source
-            layer = layer._parent
+            ref = layer._parent_ref
+            if ref is None:
+                break
+            parent = ref()
+            layer = layer._parent if parent is None else parent
         return self._default_policy
 
     @dtype_policy.setter
@@ -509,14 +542,9 @@ class Layer(_tracking.Trackable):
     def add_loss(self, loss: Any) -> None:
         """Adds a scalar loss (or a zero-argument callable returning one) to `losses`.
 
-        Floating losses are kept in float32, whatever dtype the layer computes in. A loss value
-        counts until the next outermost call; a callable (a weight penalty added in `build`)
-        stays for good and is evaluated on every read of `losses`.
+        Floating losses are kept in float32, whatever dtype the layer computes in.
         """
-        if callable(loss):
-            _transaction.add_callable_loss(self, loss)
-            return
-        stored = _as_float32(loss)
+        stored = loss if callable(loss) else _as_float32(loss)
         self._losses.append(stored)
         _transaction.note_loss(self, stored)  # taken back if the call adding it fails
 
@@ -524,8 +552,8 @@ class Layer(_tracking.Trackable):
         # Inside the user's jax.jit/grad, the losses of the layer's traced call (kept apart from
         # its state, see _transaction.keep_traced_losses); otherwise its concrete ones.
         stored = _transaction.traced_losses(self)
-        losses = [_as_float32(loss()) for loss in self._callable_losses]  # added once, before any call's
-        losses += self._losses if stored is None else stored
+        stored = self._losses if stored is None else stored
+        losses = [_as_float32(loss()) if callable(loss) else loss for loss in stored]
         for variable in self._own_variables:
             if variable.regularizer is not None and self._trainable and variable.trainable:
                 losses.append(_as_float32(variable.regularizer(variable._read_storage().astype("float32"))))

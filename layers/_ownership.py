@@ -2,13 +2,18 @@
 
 `Layer._track` and `Layer._untrack` come here. A layer records each layer that starts
 tracking it, with a sequence number (`_owners`); its parent is chosen from those owners (see
-"Paths" in docs/layer.md), and the paths of its variables follow the parent. A non-trainable
+"Paths" in docs/layer.md), and the paths of its variables follow the parent. Links upwards (to
+owners and to the parent) are weak references: a sublayer never keeps the layer that took it
+alive. When an owner is collected, a callback on its reference re-derives the parent and paths of
+the layers it held, so they fall back to the owners still alive. A non-trainable
 layer freezes what it takes in, and records exactly which variables and direct sublayers it
 switched off, so that removing them (or unfreezing) switches those back and nothing else.
 """
 
 from __future__ import annotations
 
+import functools
+import sys
 import weakref
 from typing import Any
 
@@ -42,7 +47,7 @@ def track(holder: Any, value: Any) -> None:
     for item in new:
         if is_layer(item):
             holder._own_layers.append(item)
-            object.__setattr__(item, "_owners", (*item._owners, (_tracking.next_sequence(), weakref.ref(holder))))
+            object.__setattr__(item, "_owners", (*item._owners, (_tracking.next_sequence(), owner_ref(holder, item))))
             if not holder._trainable and item._trainable:
                 _record(holder, "_frozen_layer_ids", item)
                 freeze(item)
@@ -137,6 +142,34 @@ def live_owners(layer: Any) -> list[Any]:
     ]
 
 
+def owner_ref(holder: Any, layer: Any) -> weakref.ref:
+    """A weak reference to `holder`, an owner of `layer`, that re-derives `layer`'s parent when `holder` goes."""
+    return weakref.ref(holder, functools.partial(owner_gone, weakref.ref(layer)))
+
+
+def owner_gone(layer_ref: weakref.ref, dead: weakref.ref) -> None:
+    """Weakref callback: an owner of `layer` was collected; it drops the record and re-derives the paths.
+
+    It only re-derives state from what is alive (it may run whenever the collector does, even in the
+    middle of another tracking step, which then re-derives its own part after it).
+    """
+    layer = layer_ref()
+    if layer is None:
+        return
+    try:
+        object.__setattr__(layer, "_owners", tuple(entry for entry in layer._owners if entry[1] is not dead))
+        refresh_parents(layer)
+    except Exception:
+        if not sys.is_finalizing():  # at interpreter exit, module state may already be torn down
+            raise
+
+
+def current_parent(layer: Any) -> Any:
+    """The parent `layer` records now, or None (a parent that is gone reads as None; no side effects)."""
+    ref = layer._parent_ref
+    return None if ref is None else ref()
+
+
 def root(layer: Any) -> Any:
     """The outermost layer above `layer` (itself when it has no parent)."""
     while layer._parent is not None:
@@ -160,8 +193,8 @@ def refresh_parents(layer: Any) -> None:
         changed = False
         for entry in subtree:
             parent = choose_parent(entry)
-            if parent is not entry._parent:
-                object.__setattr__(entry, "_parent", parent)
+            if parent is not current_parent(entry) or (parent is None and entry._parent_ref is not None):
+                object.__setattr__(entry, "_parent_ref", None if parent is None else weakref.ref(parent))
                 changed = True
         if not changed:
             break

@@ -81,6 +81,8 @@ def summary_text(layer: Any) -> str:
 
 def print_summary(layer: Any, print_fn: Callable[[str], Any] | None) -> None:
     """Calls `print_fn` (`print` when None, as in Keras) with each line of the table."""
+    if print_fn is not None and not callable(print_fn):
+        raise TypeError(f"print_fn must be a callable (called with each line) or None, received {print_fn!r}.")
     emit = print if print_fn is None else print_fn
     for line in summary_lines(layer):
         emit(line)

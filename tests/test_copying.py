@@ -1,7 +1,9 @@
 """Copies and pickles: a layer copied without its parent keeps the policy it followed."""
 
 import copy
+import gc
 import pickle
+import weakref
 
 import jax.numpy as jnp
 import numpy as np
@@ -114,3 +116,17 @@ def test_layers_that_define_eq_copy_and_keep_their_policy(clone):
     holder.items = [Comparable(2, name="c"), Comparable(2, name="d")]
     holder.items.remove(holder.items[1])  # equal by __eq__, but `d` is the one removed
     assert [layer.name for layer in holder.sublayers()] == ["c"]
+
+
+@pytest.mark.parametrize("clone", [copy.deepcopy, _pickle_round_trip], ids=["deepcopy", "pickle"])
+def test_a_sublayer_kept_from_a_copied_model_does_not_keep_the_copy_alive(clone):
+    model = Sequential([Linear(2, name="inner")], name="model")
+    model(jnp.ones((1, 3)))
+    twin = clone(model)
+    inner, gone = twin.layers[0], weakref.ref(twin)
+    assert inner.path == "model/inner"
+    del twin
+    gc.collect()
+    assert gone() is None  # the restored link to the copied model is weak, as the original's
+    assert inner.path == "inner" and [v.path for v in inner.weights] == ["inner/kernel", "inner/bias"]
+    assert model.layers[0].path == "model/inner"  # the original is untouched

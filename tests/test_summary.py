@@ -156,3 +156,9 @@ def test_the_map_key_check_has_its_own_module_and_keeps_its_old_import_paths():
     assert layers.UnmatchedPolicyKeyWarning is _policy_key_check.UnmatchedPolicyKeyWarning
     assert _summary.UnmatchedPolicyKeyWarning is _policy_key_check.UnmatchedPolicyKeyWarning
     assert _summary.warn_unmatched_keys is _policy_key_check.warn_unmatched_keys
+
+
+def test_summary_with_a_print_fn_that_is_not_callable_is_a_type_error_naming_it():
+    model = layers.Sequential([Linear(2, name="lin")], name="seq")
+    with pytest.raises(TypeError, match=r"print_fn must be a callable \(called with each line\) or None, received 3"):
+        model.summary(print_fn=3)

@@ -1,10 +1,14 @@
 """Tracking of variables and sublayers: attributes, containers, order, locking, paths."""
 
+import gc
+import weakref
+
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import dtypepolicy as dp
-from layers import Layer
+from layers import Dense, Layer, Sequential
 from layers._tracking import TrackedDict, TrackedList, contains_state, iter_state, unique
 from tests._layers_for_tests import Linear
 
@@ -433,3 +437,99 @@ def test_tuples_holding_state_are_found_by_the_identity_of_their_state():
     layer.pairs.remove((layer.vs[1], 1))
     assert len(layer.pairs) == 1 and layer.pairs[0][0] is layer.vs[0]
     assert (make_variable("other"), 1) not in layer.pairs
+
+
+# ---------------------------------------------------------------- owners that are gone
+
+
+def test_a_throwaway_container_that_is_collected_gives_the_layers_back_to_their_model():
+    old = Sequential(
+        [Dense(3, name="first"), Dense(2, name="last")],
+        name="old",
+        dtype=dp.DTypePolicyMap("float32", {"old/first": "mixed_bfloat16"}),
+    )
+    old(np.ones((1, 4)))
+
+    def peek():
+        view = Sequential(old.layers[:1], name="peek")  # goes out of scope at once
+        view(np.ones((1, 4)))
+        return weakref.ref(view)
+
+    gone = peek()
+    gc.collect()
+    assert gone() is None  # neither the layers nor a call keep the throwaway container alive
+    assert [(layer.path, layer.dtype_policy.name) for layer in old.layers] == [
+        ("old/first", "mixed_bfloat16"),
+        ("old/last", "float32"),
+    ]
+    assert [v.path for v in old.weights] == ["old/first/kernel", "old/first/bias", "old/last/kernel", "old/last/bias"]
+
+
+def test_deleting_the_layer_that_took_a_sublayer_gives_it_back_to_its_first_owner():
+    a, b = Layer(name="a"), Layer(name="b")
+    a.d = Linear(2, name="d")
+    a.d(jnp.ones((1, 2)))
+    b.d = a.d
+    assert a.d.path == "b/d"
+    gone = weakref.ref(b)
+    del b
+    gc.collect()
+    assert gone() is None  # the sublayer does not keep the layer that took it alive
+    assert a.d.path == "a/d" and [v.path for v in a.d.weights] == ["a/d/kernel", "a/d/bias"]
+
+
+def test_a_collected_owner_hands_the_model_to_the_latest_owner_still_alive():
+    x, p, y, q = (Layer(name=name) for name in ("x", "p", "y", "q"))
+    shared = Linear(2, name="shared")
+    shared(jnp.ones((1, 2)))
+    x.shared = shared  # model x
+    p.shared = shared  # model p
+    y.shared = shared  # model y
+    q.shared = shared  # model q: the latest decides
+    assert shared.path == "q/shared"
+    del q
+    gc.collect()
+    assert shared.path == "y/shared" and shared.kernel.path == "y/shared/kernel"
+    del y
+    gc.collect()
+    assert shared.path == "p/shared"
+    del p, x
+    gc.collect()
+    assert shared.path == "shared" and shared.kernel.path == "shared/kernel"
+
+
+def test_a_collected_outer_model_leaves_its_nested_layers_to_the_old_model():
+    old, block = Layer(name="old"), Layer(name="block")
+    block.inner = Linear(2, name="inner")
+    old.block = block
+    block.inner(jnp.ones((1, 2)))
+    outer, wrapper = Layer(name="outer"), Layer(name="wrapper")
+    wrapper.block = block
+    outer.wrapper = wrapper  # outer > wrapper > block: block's model is outer now
+    assert block.inner.path == "outer/wrapper/block/inner"
+    del outer, wrapper
+    gc.collect()
+    assert block.inner.path == "old/block/inner" and block.inner.kernel.path == "old/block/inner/kernel"
+
+
+def test_many_throwaway_containers_leave_no_dead_owner_records():
+    model = Layer(name="model")
+    model.dense = Linear(2, name="dense")
+    for _ in range(50):
+        holder = Layer(name="holder")
+        holder.dense = model.dense
+        del holder
+    gc.collect()
+    assert len(model.dense._owners) == 1 and model.dense.path == "model/dense"
+
+
+def test_a_parent_reference_found_dead_before_its_callback_ran_is_re_derived_on_read():
+    model = Layer(name="model", dtype="mixed_bfloat16")
+    model.dense = Linear(2, name="dense")
+    gone = Layer(name="gone")
+    dead = weakref.ref(gone)
+    del gone
+    object.__setattr__(model.dense, "_parent_ref", dead)  # as while the collector runs the callbacks
+    assert model.dense.dtype_policy.name == "mixed_bfloat16" and model.dense.path == "model/dense"
+    object.__setattr__(model.dense, "_parent_ref", dead)
+    assert model.dense.path == "model/dense" and model.dense._parent is model
