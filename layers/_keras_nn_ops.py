@@ -297,14 +297,16 @@ def layer_normalization(
 ) -> jax.Array:
     """`(x - mean) * rsqrt(variance + epsilon) * gamma + beta` over `axis`, in float32, cast back.
 
-    `epsilon` defaults to 1e-7, as in Keras. Keras' deprecated `rms_scaling=True` is refused:
-    use `ops.rms_normalization`.
+    `epsilon` defaults to 1e-7, as in Keras. Keras' deprecated `rms_scaling=True` (which scales
+    by the variance) is refused: use `ops.rms_normalization`.
 
     Example:
       >>> from layers import ops
       >>> ops.layer_normalization(jnp.array([1.0, 3.0]), epsilon=0.0)
       Array([-1.,  1.], dtype=float32)
     """
+    if kwargs.get("rms_scaling") is False:
+        del kwargs["rms_scaling"]  # Keras' default, accepted as a no-op
     if kwargs:
         name = next(iter(kwargs))
         hint = " (deprecated in Keras; use ops.rms_normalization)" if name == "rms_scaling" else ""

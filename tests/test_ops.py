@@ -227,7 +227,7 @@ def test_normalizations_over_several_axes_with_parameters_match_numpy():
     beta = RNG.normal(size=(3, 4)).astype(np.float32)
     mean, var = x.mean((1, 2), keepdims=True), x.var((1, 2), keepdims=True)
     expected = (x - mean) / np.sqrt(var + 1e-3) * gamma + beta
-    out = ops.layer_normalization(jnp.asarray(DATA), gamma, beta, axis=[1, 2], epsilon=1e-3)
+    out = ops.layer_normalization(jnp.asarray(DATA), gamma, beta, axis=[1, 2], epsilon=1e-3, rms_scaling=False)
     assert_close(out, expected, "float32")
     # gamma sized like the normalized (non-trailing) axis is placed on it, as in Keras.
     scale = RNG.normal(size=(3,)).astype(np.float32)
@@ -288,6 +288,11 @@ def test_dot_product_attention_matches_numpy_eagerly_and_under_jit():
     assert np.all(np.asarray(out)[0, 1] == 0)
     jitted = jax.jit(lambda q, k, v: ops.dot_product_attention(q, k, v, is_causal=True))
     assert_close(jitted(dp.Variable(Q), K, V), _attention_reference(Q, K, V, causal=True), "float32")
+    # Mixed input dtypes promote as in Keras (explicitly, so strict promotion is not tripped).
+    mixed = ops.dot_product_attention(jnp.asarray(Q, jnp.bfloat16), K, V)
+    assert mixed.dtype == jnp.float32
+    seen = np.asarray(jnp.asarray(Q, jnp.bfloat16), np.float64)
+    assert_close(mixed, _attention_reference(seen, K, V), "float32")
 
 
 def test_dot_product_attention_reads_variables_as_bfloat16_and_accumulates_in_float32():
@@ -437,6 +442,7 @@ def test_scatter_unstack_switch_divide_no_nan_and_erfc():
             r"rms_scaling=True.*rms_normalization",
         ),
         (lambda: ops.layer_normalization(jnp.ones(3), axis="x"), TypeError, r"axis must be an int.*received 'x'"),
+        (lambda: ops.layer_normalization(jnp.ones(3), gain=2), TypeError, r"unexpected argument gain=2"),
         (
             lambda: ops.batch_normalization(jnp.ones((2, 3)), jnp.ones(2), jnp.ones(3), axis=1),
             ValueError,
