@@ -80,6 +80,7 @@ class Layer(_tracking.Trackable):
     _frozen_layer_ids: frozenset = frozenset()  # ids of own sublayers that freezing this layer switched off
     _map_checked = False  # whether a DTypePolicyMap held here was checked for unmatched keys
     _last_output = None  # shapes and dtypes of the last call's outputs, for summary()
+    _callable_losses: tuple = ()  # zero-argument callables from add_loss; calls never clear them
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Layer:
         instance = super().__new__(cls)
@@ -542,9 +543,14 @@ class Layer(_tracking.Trackable):
     def add_loss(self, loss: Any) -> None:
         """Adds a scalar loss (or a zero-argument callable returning one) to `losses`.
 
-        Floating losses are kept in float32, whatever dtype the layer computes in.
+        Floating losses are kept in float32, whatever dtype the layer computes in. A loss value
+        counts until the next outermost call; a callable (a weight penalty added in `build`)
+        stays for good and is evaluated on every read of `losses`.
         """
-        stored = loss if callable(loss) else _as_float32(loss)
+        if callable(loss):
+            _transaction.add_callable_loss(self, loss)
+            return
+        stored = _as_float32(loss)
         self._losses.append(stored)
         _transaction.note_loss(self, stored)  # taken back if the call adding it fails
 
@@ -552,8 +558,8 @@ class Layer(_tracking.Trackable):
         # Inside the user's jax.jit/grad, the losses of the layer's traced call (kept apart from
         # its state, see _transaction.keep_traced_losses); otherwise its concrete ones.
         stored = _transaction.traced_losses(self)
-        stored = self._losses if stored is None else stored
-        losses = [_as_float32(loss()) if callable(loss) else loss for loss in stored]
+        losses = [_as_float32(loss()) for loss in self._callable_losses]  # added once, before any call's
+        losses += self._losses if stored is None else stored
         for variable in self._own_variables:
             if variable.regularizer is not None and self._trainable and variable.trainable:
                 losses.append(_as_float32(variable.regularizer(variable._read_storage().astype("float32"))))
