@@ -533,3 +533,27 @@ def test_a_parent_reference_found_dead_before_its_callback_ran_is_re_derived_on_
     assert model.dense.dtype_policy.name == "mixed_bfloat16" and model.dense.path == "model/dense"
     object.__setattr__(model.dense, "_parent_ref", dead)
     assert model.dense.path == "model/dense" and model.dense._parent is model
+
+
+def test_owners_collected_in_the_middle_of_other_tracking_steps_leave_consistent_paths():
+    # A threshold of 1 runs the cycle collector (and so the callbacks) inside track/untrack/refresh steps.
+    model = Sequential([Linear(2, name=f"l{index}") for index in range(4)], name="model")
+    model(jnp.ones((1, 2)))
+    threshold = gc.get_threshold()
+    gc.set_threshold(1, 1, 1)
+    try:
+        for round_ in range(20):
+            view = Sequential(model.layers[round_ % 4 :], name=f"view{round_}")
+            keep = Sequential(model.layers[:1], name="keep") if round_ == 10 else None
+            del view
+            if keep is not None:
+                kept = keep
+    finally:
+        gc.set_threshold(*threshold)
+    gc.collect()
+    assert [layer.path for layer in model.layers] == ["keep/l0", "model/l1", "model/l2", "model/l3"]
+    assert [v.path for v in model.weights][2:] == [f"model/l{i}/{n}" for i in (1, 2, 3) for n in ("kernel", "bias")]
+    del kept
+    gc.collect()
+    assert [v.path for v in model.weights][:2] == ["model/l0/kernel", "model/l0/bias"]
+    assert all(len(layer._owners) == 1 for layer in model.layers)
