@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any
 
 from dtypepolicy._context import scoped
@@ -35,3 +35,18 @@ def autocast_scope(dtype: Any) -> contextlib.AbstractContextManager[str | None]:
             raise ValueError(f"autocast_scope needs a floating dtype or None, received {dtype!r} ({name}).")
         dtype = name
     return scoped(_autocast_dtype, dtype)
+
+
+def enter_autocast(dtype: str | None) -> Token | None:
+    """Sets the autocast dtype (a canonical floating name or None); None if it already was that.
+
+    For the layers' call pipeline, which sets it on every call: pair with `leave_autocast` in a
+    `finally`. Users want `autocast_scope`.
+    """
+    return None if _autocast_dtype.get() == dtype else _autocast_dtype.set(dtype)
+
+
+def leave_autocast(token: Token | None) -> None:
+    """Restores the autocast dtype that `enter_autocast` replaced."""
+    if token is not None:
+        _autocast_dtype.reset(token)

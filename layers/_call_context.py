@@ -7,7 +7,7 @@ reaches a later sibling.
 
 from __future__ import annotations
 
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any, NamedTuple
 
 from dtypepolicy._context import scoped
@@ -36,3 +36,17 @@ def current_call_context() -> CallContext | None:
 def call_context(training: Any, entry_layer: Any):
     """Context manager making `CallContext(training, entry_layer)` current for nested calls."""
     return scoped(_current, CallContext(training, entry_layer))
+
+
+def enter(training: Any, entry_layer: Any) -> Token:
+    """Makes `CallContext(training, entry_layer)` current; pair with `leave` in a `finally`.
+
+    The call pipeline's form of `call_context`: a bare ContextVar set, without the bookkeeping
+    that lets a context-manager object be re-entered (a microsecond on every layer call).
+    """
+    return _current.set(CallContext(training, entry_layer))
+
+
+def leave(token: Token) -> None:
+    """Restores the context that `enter` replaced."""
+    _current.reset(token)

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 import dtypepolicy as dp
 from dtypepolicy import _state
-from dtypepolicy._autocast import current_autocast_dtype
+from dtypepolicy._autocast import enter_autocast, leave_autocast
 from dtypepolicy._dtypes import is_float
 from dtypepolicy._strict import check_outputs, strict_mode
 from layers import _call_context, _inputs, _masking, _policy_key_check, _signature, _transaction
@@ -109,11 +109,13 @@ def run(layer: Any, args: tuple, kwargs: dict) -> Any:
             if signature.mask_arguments:
                 _fill_argument_masks(signature, args, kwargs)
             # 5. the call, under this layer's own autocast scope.
-            with (
-                _call_context.call_context(training, layer if top_level else context.entry_layer),
-                _autocast_for(compute if casting else None),
-            ):
+            context_token = _call_context.enter(training, layer if top_level else context.entry_layer)
+            autocast_token = enter_autocast(compute if casting else None)
+            try:
                 outputs = _read_variables(layer.call(*args, **kwargs))
+            finally:
+                leave_autocast(autocast_token)
+                _call_context.leave(context_token)
             outputs = _finish_outputs(layer, policy, outputs, first, mask)
             if top_level:
                 _check_no_traced_writes(layer, transaction.scope)
@@ -146,14 +148,6 @@ def run(layer: Any, args: tuple, kwargs: dict) -> Any:
         transaction.commit()
         _transaction.forget_traced_losses(saved_losses)  # this call's losses replace a traced call's
     return outputs
-
-
-_UNCHANGED = contextlib.nullcontext()  # reusable: entering it sets nothing
-
-
-def _autocast_for(dtype: str | None) -> contextlib.AbstractContextManager:
-    """The layer's own autocast scope; no scope at all when the enclosing one already matches."""
-    return _UNCHANGED if dtype == current_autocast_dtype() else dp.autocast_scope(dtype)
 
 
 def warn_unmatched_keys(layer: Any) -> None:

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import pytest
 
 import dtypepolicy as dp
-from dtypepolicy._autocast import current_autocast_dtype
+from dtypepolicy._autocast import current_autocast_dtype, enter_autocast, leave_autocast
 
 
 def test_no_scope_means_no_casting():
@@ -47,4 +47,18 @@ def test_scope_applies_inside_jit_traces():
 def test_non_float_dtypes_are_rejected(bad, error):
     with pytest.raises(error, match=repr(bad) if not isinstance(bad, int) else "received 3"):
         dp.autocast_scope(bad)
+    assert current_autocast_dtype() is None
+
+
+def test_enter_autocast_sets_only_a_change_and_leave_restores_it():
+    assert enter_autocast(None) is None  # already None: nothing to undo
+    token = enter_autocast("bfloat16")
+    assert current_autocast_dtype() == "bfloat16"
+    assert enter_autocast("bfloat16") is None
+    inner = enter_autocast("float16")
+    assert current_autocast_dtype() == "float16"
+    leave_autocast(inner)
+    assert current_autocast_dtype() == "bfloat16"
+    leave_autocast(token)
+    leave_autocast(None)
     assert current_autocast_dtype() is None
