@@ -97,17 +97,9 @@ def run(layer: Any, args: tuple, kwargs: dict) -> Any:
             if not layer.built:
                 build_from_arguments(layer, args, kwargs)
             # 4. training and masks: explicit, else inherited from the enclosing call, else the default.
-            if training is None and context is not None:
-                training = context.training
-            if training is None and signature.accepts_training:
-                training = signature.training_default
-            if signature.accepts_training and training is not None:
-                kwargs["training"] = training
-            mask = _masking.mask_of(first) if explicit_mask is None else explicit_mask
-            if signature.accepts_mask and mask is not None:
-                kwargs["mask"] = mask
-            if signature.mask_arguments:
-                _fill_argument_masks(signature, args, kwargs)
+            training, mask = _resolve_training_and_masks(
+                signature, context, training, explicit_mask, first, args, kwargs
+            )
             # 5. the call, under this layer's own autocast scope.
             context_token = _call_context.enter(training, layer if top_level else context.entry_layer)
             autocast_token = enter_autocast(compute if casting else None)
@@ -131,6 +123,33 @@ def run(layer: Any, args: tuple, kwargs: dict) -> Any:
         if isinstance(error, Exception):
             _note_failure(error, layer, args, kwargs)
         raise
+    _commit(transaction, top_level, saved_losses, outputs)
+    return outputs
+
+
+def _resolve_training_and_masks(
+    signature: Any, context: Any, training: Any, explicit_mask: Any, first: Any, args: tuple, kwargs: dict
+) -> tuple[Any, Any]:
+    """Step 4: fills `training` and the masks into `kwargs`; returns the training flag and the mask.
+
+    Each is the explicit value, else the enclosing call's (training), else the default.
+    """
+    if training is None and context is not None:
+        training = context.training
+    if training is None and signature.accepts_training:
+        training = signature.training_default
+    if signature.accepts_training and training is not None:
+        kwargs["training"] = training
+    mask = _masking.mask_of(first) if explicit_mask is None else explicit_mask
+    if signature.accepts_mask and mask is not None:
+        kwargs["mask"] = mask
+    if signature.mask_arguments:
+        _fill_argument_masks(signature, args, kwargs)
+    return training, mask
+
+
+def _commit(transaction: Any, top_level: bool, saved_losses: Any, outputs: Any) -> None:
+    """Hands a successful call's changes to the enclosing call, or applies them at the top."""
     if not top_level:
         transaction.commit()
     elif (
@@ -147,7 +166,6 @@ def run(layer: Any, args: tuple, kwargs: dict) -> Any:
     else:
         transaction.commit()
         _transaction.forget_traced_losses(saved_losses)  # this call's losses replace a traced call's
-    return outputs
 
 
 def warn_unmatched_keys(layer: Any) -> None:
