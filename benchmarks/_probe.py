@@ -48,6 +48,20 @@ def _microseconds_per_call(function: Callable[[], Any], calls: int) -> float:
     return (time.perf_counter() - start) / calls * 1e6
 
 
+def _alternate(functions: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+    """Median microseconds per call of each function, over `repeats` alternating blocks of 200 calls."""
+    import jax
+
+    for function in functions.values():
+        for _ in range(50):
+            jax.block_until_ready(function())
+    samples: dict[str, list[float]] = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            samples[name].append(_microseconds_per_call(function, 200))
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
 def dense_overhead(policy: str, rows: int = 8, features: int = 64, units: int = 64, repeats: int = 15) -> dict:
     """Eager `Dense.__call__` against the same jnp ops called eagerly, alternated in one process.
 
@@ -89,14 +103,7 @@ def dense_overhead(policy: str, rows: int = 8, features: int = 64, units: int = 
     functions = {"ops_us": ops, "layer_us": call}
     if compute != "float32":
         functions["math_us"] = math
-    for function in functions.values():
-        for _ in range(50):
-            jax.block_until_ready(function())
-    samples: dict[str, list[float]] = {name: [] for name in functions}
-    for _ in range(repeats):
-        for name, function in functions.items():
-            samples[name].append(_microseconds_per_call(function, 200))
-    report = {name: statistics.median(values) for name, values in samples.items()}
+    report = _alternate(functions, repeats)
     report["ratio"] = report["layer_us"] / report["ops_us"]
     if "math_us" in report:
         report["ratio_math"] = report["layer_us"] / report["math_us"]
@@ -110,7 +117,6 @@ def custom_layer_overhead(rows: int = 8, features: int = 64, units: int = 64, re
     dispatch: this is where the way JAX accepts a Variable costs something. None where the
     checkout cannot run it (before Variables were accepted by jnp).
     """
-    import jax
     import jax.numpy as jnp
 
     import layers
@@ -130,15 +136,7 @@ def custom_layer_overhead(rows: int = 8, features: int = 64, units: int = 64, re
     except Exception:  # an older checkout refuses Variables in jnp
         return None
     kernel, bias = layer.kernel._read_storage(), layer.bias._read_storage()
-    functions = {"ops_us": lambda: jnp.matmul(x, kernel) + bias, "layer_us": lambda: layer(x)}
-    for function in functions.values():
-        for _ in range(50):
-            jax.block_until_ready(function())
-    samples: dict[str, list[float]] = {name: [] for name in functions}
-    for _ in range(repeats):
-        for name, function in functions.items():
-            samples[name].append(_microseconds_per_call(function, 200))
-    report = {name: statistics.median(values) for name, values in samples.items()}
+    report = _alternate({"ops_us": lambda: jnp.matmul(x, kernel) + bias, "layer_us": lambda: layer(x)}, repeats)
     report["ratio"] = report["layer_us"] / report["ops_us"]
     return report
 

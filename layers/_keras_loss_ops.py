@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from layers._keras_nn_ops import EPSILON
 from layers._keras_ops import _array, _floating, _wide
 
 __all__ = [
@@ -24,8 +25,8 @@ __all__ = [
     "sparsemax",
 ]
 
-# Keras' backend.epsilon(): probabilities are clipped to [EPSILON, 1 - EPSILON] before the log.
-EPSILON = 1e-7
+# Keras' backend.epsilon() (one constant for all ops): probabilities are clipped to
+# [EPSILON, 1 - EPSILON] before the log.
 
 
 def _bool(value: Any, function: str, name: str) -> bool:
