@@ -40,11 +40,13 @@ class StatelessScope:
     """
 
     def __init__(self, state_mapping: Mapping | Iterable[tuple[Any, Any]] | None = None) -> None:
-        pairs = state_mapping.items() if isinstance(state_mapping, Mapping) else state_mapping or ()
         self._values: dict[int, tuple[Any, Any]] = {}
         self._written: dict[int, Any] = {}
         self._token = None
         self._parent: StatelessScope | None = None
+        if state_mapping is None:  # every layer call opens one of these: skip the ABC check
+            return
+        pairs = state_mapping.items() if isinstance(state_mapping, Mapping) else state_mapping
         for variable, value in pairs:
             if not isinstance(variable, Variable):
                 raise TypeError(f"StatelessScope keys must be Variables, received {variable!r}.")

@@ -67,7 +67,8 @@ def _note_failure(error: BaseException, layer: Any, args: tuple, kwargs: dict) -
 def run(layer: Any, args: tuple, kwargs: dict) -> Any:
     """`Layer.__call__`: the whole call pipeline."""
     layer._check_initialized()
-    if not all(isinstance(arg, jax.Array) for arg in args):
+    arrays_only = _inputs.all_arrays(args)
+    if not arrays_only:
         _inputs.check_positional(args, layer.name)
         args = _inputs.convert_number_lists(args, layer.name)
     signature = _signature.call_signature(type(layer).call)
@@ -79,7 +80,8 @@ def run(layer: Any, args: tuple, kwargs: dict) -> Any:
     kwargs = dict(kwargs)
     training = kwargs.pop("training", None)
     explicit_mask = kwargs.pop("mask", None)
-    args, kwargs = _inputs.convert_call_arguments(args, kwargs, compute if casting and layer._autocast_inputs else None)
+    input_dtype = compute if casting and layer._autocast_inputs else None
+    args, kwargs = _inputs.convert_call_arguments(args, kwargs, input_dtype, arrays_only or None)
     first = _first_argument(layer, args, kwargs)
     context = _call_context.current_call_context()
     top_level = context is None

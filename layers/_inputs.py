@@ -58,9 +58,23 @@ def cast_floating(tree: Any, dtype: str) -> Any:
     return jax.tree.map(cast, tree)
 
 
-def convert_call_arguments(args: tuple, kwargs: dict, dtype: str | None) -> tuple[tuple, dict]:
-    """`convert_inputs` for a call's arguments, with a fast path for plain JAX arrays."""
-    if not kwargs and all(isinstance(arg, jax.Array) for arg in args):
+def all_arrays(args: tuple) -> bool:
+    """Whether every positional argument is a JAX array (the common call, checked cheaply)."""
+    if len(args) == 1:
+        return isinstance(args[0], jax.Array)
+    return all(isinstance(arg, jax.Array) for arg in args)
+
+
+def convert_call_arguments(
+    args: tuple, kwargs: dict, dtype: str | None, arrays_only: bool | None = None
+) -> tuple[tuple, dict]:
+    """`convert_inputs` for a call's arguments, with a fast path for plain JAX arrays.
+
+    `arrays_only` is `all_arrays(args)` when the caller already knows it.
+    """
+    if arrays_only is None:
+        arrays_only = all_arrays(args)
+    if not kwargs and arrays_only:
         if dtype is None:
             return args, kwargs
         return tuple(
