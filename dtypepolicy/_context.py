@@ -92,6 +92,37 @@ def _reset_from(entries: tuple, index: int, exiting: scoped) -> None:
         raise RuntimeError(exiting._other_context_message()) from None
 
 
+def open_scopes() -> tuple:
+    """A mark for `close_scopes_since`: the scopes open here now."""
+    return _open_scopes.get()
+
+
+def close_scopes_since(mark: tuple, what: str) -> None:
+    """Closes, innermost first, any scope opened after `mark` and left open; then raises.
+
+    For code that runs a user's function between its own bare-token sets and resets (the layer
+    call pipeline): a scope the function entered and never exited would otherwise outlive it,
+    and the caller's resets would put its variables back to the wrong values. Does nothing (and
+    costs one ContextVar read) when the function closed what it opened.
+    """
+    entries = _open_scopes.get()
+    if entries is mark:
+        return
+    keep = len(mark)
+    if entries[:keep] != mark:  # pragma: no cover - a scope outside the function exited inside it
+        keep = 0
+    leaked = entries[keep:]
+    if not leaked:
+        _open_scopes.set(mark)
+        return
+    _reset_from(entries, keep, leaked[0][0])
+    _open_scopes.set(entries[:keep])
+    raise RuntimeError(
+        f"{what} left {len(leaked)} scope(s) open ({', '.join(scope._describe() for scope, _ in leaked)}): "
+        f"they were closed when it returned, which put their settings back. Use `with` blocks inside it."
+    )
+
+
 # The innermost StatelessScope (see _stateless.py). It lives here so that _variable.py can
 # consult it without importing the scope class, which itself needs Variable.
 stateless_scope_var: ContextVar = ContextVar("dtypepolicy_stateless_scope", default=None)

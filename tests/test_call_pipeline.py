@@ -2,6 +2,7 @@
 
 import contextlib
 import sys
+import threading
 
 import jax
 import jax.numpy as jnp
@@ -989,6 +990,44 @@ def test_a_successful_call_that_sets_the_global_default_policy_keeps_it():
     assert dp.dtype_policy() == dp.DTypePolicy("mixed_float16")
 
 
+def test_a_failed_call_never_undoes_another_threads_global_default():
+    started, other_done = threading.Event(), threading.Event()
+
+    class Slow(Layer):
+        def call(self, x):
+            started.set()
+            assert other_done.wait(5)
+            raise ValueError("failed while another thread set the default")
+
+    def other_thread():
+        assert started.wait(5)
+        dp.set_dtype_policy("mixed_bfloat16")
+        other_done.set()
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    with pytest.raises(ValueError, match="failed while another thread"):
+        Slow()(jnp.ones(2))
+    thread.join(5)
+    assert dp.dtype_policy() == dp.DTypePolicy("mixed_bfloat16")
+
+
+def test_a_failed_call_that_wrote_after_another_thread_puts_back_that_threads_value():
+    # Another thread writes between this call's start and its own write: undoing this call's
+    # write puts back the other thread's value, not the one from before the call.
+    class WritesAfterOther(Layer):
+        def call(self, x):
+            thread = threading.Thread(target=dp.set_dtype_policy, args=("mixed_bfloat16",))
+            thread.start()
+            thread.join(5)
+            dp.set_dtype_policy("mixed_float16")
+            raise ValueError("failed after both writes")
+
+    with pytest.raises(ValueError, match="failed after both writes"):
+        WritesAfterOther()(jnp.ones(2))
+    assert dp.dtype_policy() == dp.DTypePolicy("mixed_bfloat16")
+
+
 # ---------------------------------------------------------------- issue 7: var-positional call and build signatures
 
 
@@ -1043,3 +1082,32 @@ def test_a_var_positional_build_parameter_next_to_named_ones_is_a_clear_error():
     forwarding = Forwarding()
     forwarding(jnp.ones(2), jnp.ones(3))
     assert forwarding.received == ((2,),)
+
+
+def test_a_scope_left_open_by_call_is_closed_and_reported_and_nothing_stays_changed():
+    class Leaky(Layer):
+        def call(self, x):
+            dp.autocast_scope("float16").__enter__()  # a user bug: never exited
+            return x
+
+    layer = Leaky(dtype="mixed_bfloat16", name="leaky")
+    with dp.policy_scope("float32"):
+        with pytest.raises(RuntimeError, match=r"Layer 'leaky''s call left 1 scope\(s\) open \(setting dtypepolicy_au"):
+            layer(jnp.ones(2))
+        assert current_autocast_dtype() is None
+        assert dp.dtype_policy() == dp.DTypePolicy("float32")
+    assert current_autocast_dtype() is None and dp.dtype_policy() == dp.DTypePolicy("float32")
+    with dp.autocast_scope("bfloat16"):  # scopes work normally afterwards
+        assert current_autocast_dtype() == "bfloat16"
+    assert current_autocast_dtype() is None
+
+
+def test_a_failing_call_that_leaked_a_scope_reports_its_own_error_and_restores_everything():
+    class LeakyFailing(Layer):
+        def call(self, x):
+            dp.policy_scope("mixed_float16").__enter__()
+            raise KeyError("the call's own error")
+
+    with pytest.raises(KeyError, match="the call's own error"):
+        LeakyFailing(dtype="mixed_bfloat16")(jnp.ones(2))
+    assert dp.dtype_policy() == dp.DTypePolicy("float32") and current_autocast_dtype() is None
