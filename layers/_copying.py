@@ -101,7 +101,8 @@ def set_state(layer: Any, state: dict[str, Any]) -> None:
     for sublayer, number in zip(layer._own_layers, owned_since, strict=False):
         number = _tracking.next_sequence() if number is None else number
         _tracking.observe_sequence(number)
-        object.__setattr__(sublayer, "_owners", (*sublayer._owners, (number, _ownership.owner_ref(layer, sublayer))))
+        ref = _ownership.add_owner(sublayer, layer, number)
+        ref.froze = id(sublayer) in layer._frozen_layer_ids  # the copy's freezing, if any, is undone as the original's
     if original is not None:
         # Restored layers below that followed this layer's original follow this copy again.
         for sublayer in layer._flatten_layers(include_self=False):

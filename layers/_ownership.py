@@ -7,7 +7,13 @@ owners and to the parent) are weak references: a sublayer never keeps the layer 
 alive. When an owner is collected, a callback on its reference re-derives the parent and paths of
 the layers it held, so they fall back to the owners still alive. A non-trainable
 layer freezes what it takes in, and records exactly which variables and direct sublayers it
-switched off, so that removing them (or unfreezing) switches those back and nothing else.
+switched off, so that removing them (or unfreezing) switches those back and nothing else. A
+sublayer's reference to an owner also says whether that owner's freezing switched it off, so an
+owner that is collected hands the sublayer over, or thaws it, exactly as removing it would.
+
+The collector may run those callbacks at any allocation, also in the middle of another step that
+reads `_owners` or a frozen set and writes it back; such writes go through `_update`, which
+retries when a callback changed the value in between, so a callback's change is never undone.
 """
 
 from __future__ import annotations
@@ -47,9 +53,9 @@ def track(holder: Any, value: Any) -> None:
     for item in new:
         if is_layer(item):
             holder._own_layers.append(item)
-            object.__setattr__(item, "_owners", (*item._owners, (_tracking.next_sequence(), owner_ref(holder, item))))
+            add_owner(item, holder)
             if not holder._trainable and item._trainable:
-                _record(holder, "_frozen_layer_ids", item)
+                mark_frozen(holder, item)
                 freeze(item)
             item._refresh_parents()
         else:
@@ -58,7 +64,7 @@ def track(holder: Any, value: Any) -> None:
                 item._set_path(f"{holder.path}/{item.name}")
             if not holder._trainable and item.trainable:
                 item.trainable = False
-                _record(holder, "_frozen_ids", item)
+                _update(holder, "_frozen_ids", lambda ids, item=item: ids | {id(item)})
 
 
 def check_no_cycle(holder: Any, layer: Any) -> None:
@@ -96,10 +102,11 @@ def untrack(holder: Any, value: Any, untracked: frozenset[str]) -> None:
         if is_layer(item):
             if any(entry is item for entry in holder._own_layers):
                 holder._own_layers[:] = [entry for entry in holder._own_layers if entry is not item]
-                owners = tuple(entry for entry in item._owners if entry[1]() is not holder)
-                object.__setattr__(item, "_owners", owners)
+                _update(
+                    item, "_owners", lambda owners, holder=holder: _alive(e for e in owners if e[1]() is not holder)
+                )
                 if id(item) in holder._frozen_layer_ids:
-                    object.__setattr__(holder, "_frozen_layer_ids", holder._frozen_layer_ids - {id(item)})
+                    _update(holder, "_frozen_layer_ids", lambda ids, item=item: ids - {id(item)})
                     _hand_over_or_thaw(item)
                 item._refresh_parents()
         elif any(entry is item for entry in holder._own_variables):
@@ -107,7 +114,7 @@ def untrack(holder: Any, value: Any, untracked: frozenset[str]) -> None:
             holder._state_ids.discard(id(item))
             if id(item) in holder._frozen_ids:  # it leaves the frozen layer: its own flag comes back
                 item.trainable = True
-                object.__setattr__(holder, "_frozen_ids", holder._frozen_ids - {id(item)})
+                _update(holder, "_frozen_ids", lambda ids, item=item: ids - {id(item)})
             if item.path == f"{holder.path}/{item.name}":
                 item._set_path(item.name)
 
@@ -116,13 +123,40 @@ def _hand_over_or_thaw(layer: Any) -> None:
     # Another owner that is frozen itself keeps the layer frozen, and now owns the record.
     frozen_owner = next((owner for owner in live_owners(layer) if not owner._trainable), None)
     if frozen_owner is not None:
-        _record(frozen_owner, "_frozen_layer_ids", layer)
+        mark_frozen(frozen_owner, layer)
     else:
         thaw(layer)
 
 
-def _record(holder: Any, key: str, item: Any) -> None:
-    object.__setattr__(holder, key, getattr(holder, key) | {id(item)})
+def mark_frozen(holder: Any, layer: Any) -> None:
+    """Records that `holder`'s freezing switched `layer` off: on the holder, and on `layer`'s reference to it."""
+    _update(holder, "_frozen_layer_ids", lambda ids: ids | {id(layer)})
+    _set_froze(holder, layer, True)
+
+
+def _set_froze(holder: Any, layer: Any, value: bool) -> None:
+    for _, ref in layer._owners:
+        if ref() is holder:
+            ref.froze = value
+
+
+def _update(obj: Any, key: str, change: Any) -> None:
+    """Sets `obj.<key>` to `change(obj.<key>)`, again from the new value when a callback changed it meanwhile.
+
+    Computing the new value allocates, so the collector (and `owner_gone`) may run before the write;
+    the check and the write allocate nothing, so nothing runs between them.
+    """
+    while True:
+        current = object.__getattribute__(obj, key)
+        new = change(current)
+        if object.__getattribute__(obj, key) is current:
+            object.__setattr__(obj, key, new)
+            return
+
+
+def _alive(entries: Any) -> tuple:
+    """The `_owners` entries whose owner is alive (one collected meanwhile is dropped, its callback may still come)."""
+    return tuple(entry for entry in entries if entry[1]() is not None)
 
 
 def is_layer(value: Any) -> bool:
@@ -142,22 +176,47 @@ def live_owners(layer: Any) -> list[Any]:
     ]
 
 
-def owner_ref(holder: Any, layer: Any) -> weakref.ref:
+class OwnerRef(weakref.ref):
+    """A weak reference to an owner of a layer; `froze` says whether that owner's freezing switched the layer off.
+
+    The flag lives on the reference, not on the owner, so that it is still there when the owner is gone.
+    """
+
+    __slots__ = ("froze",)
+
+    def __init__(self, owner: Any, callback: Any) -> None:
+        super().__init__(owner, callback)
+        self.froze = False
+
+
+def owner_ref(holder: Any, layer: Any) -> OwnerRef:
     """A weak reference to `holder`, an owner of `layer`, that re-derives `layer`'s parent when `holder` goes."""
-    return weakref.ref(holder, functools.partial(owner_gone, weakref.ref(layer)))
+    return OwnerRef(holder, functools.partial(owner_gone, weakref.ref(layer)))
 
 
-def owner_gone(layer_ref: weakref.ref, dead: weakref.ref) -> None:
+def add_owner(layer: Any, holder: Any, number: int | None = None) -> OwnerRef:
+    """Records `holder` as the latest owner of `layer` (or with `number`, a restored one); returns the reference."""
+    number = _tracking.next_sequence() if number is None else number
+    ref = owner_ref(holder, layer)
+    _update(layer, "_owners", lambda owners: (*_alive(owners), (number, ref)))
+    return ref
+
+
+def owner_gone(layer_ref: weakref.ref, dead: OwnerRef) -> None:
     """Weakref callback: an owner of `layer` was collected; it drops the record and re-derives the paths.
 
-    It only re-derives state from what is alive (it may run whenever the collector does, even in the
-    middle of another tracking step, which then re-derives its own part after it).
+    What the owner's freezing switched off is handed over to another frozen owner or switched back on,
+    as when the owner lets go of the layer. It only re-derives state from what is alive (it may run
+    whenever the collector does, even in the middle of another tracking step).
     """
     layer = layer_ref()
     if layer is None:
         return
     try:
-        object.__setattr__(layer, "_owners", tuple(entry for entry in layer._owners if entry[1] is not dead))
+        _update(layer, "_owners", lambda owners: _alive(entry for entry in owners if entry[1] is not dead))
+        if getattr(dead, "froze", False):
+            dead.froze = False
+            _hand_over_or_thaw(layer)
         refresh_parents(layer)
     except Exception:
         if not sys.is_finalizing():  # at interpreter exit, module state may already be torn down
@@ -215,17 +274,22 @@ def update_paths(layer: Any) -> None:
 def set_trainable(layer: Any, value: bool) -> None:
     """The `trainable` setter: applies to every layer inside `layer` and reaches their variables.
 
-    A flag set by hand is the user's: owners that froze `layer` forget it, so removing it from
-    them later leaves the flag alone.
+    A flag set by hand is the user's: owners that froze `layer` forget it (also one collected whose
+    callback has not run yet), so removing it from them later, or their collection, leaves the flag alone.
     """
-    for owner in live_owners(layer):
-        if id(layer) in owner._frozen_layer_ids:
-            object.__setattr__(owner, "_frozen_layer_ids", owner._frozen_layer_ids - {id(layer)})
+    for _, ref in layer._owners:
+        ref.froze = False
+        owner = ref()
+        if owner is not None and id(layer) in owner._frozen_layer_ids:
+            _update(owner, "_frozen_layer_ids", lambda ids: ids - {id(layer)})
     if not value:
         freeze(layer)
         return
     for entry in layer._flatten_layers():
         object.__setattr__(entry, "_trainable", True)
+        for sublayer in entry._own_layers:
+            if id(sublayer) in entry._frozen_layer_ids:
+                _set_froze(entry, sublayer, False)
         object.__setattr__(entry, "_frozen_layer_ids", frozenset())
         sync_variables(entry)
 
@@ -240,7 +304,7 @@ def freeze(layer: Any, _seen: set[int] | None = None) -> None:
     sync_variables(layer)
     for sublayer in layer._own_layers:
         if sublayer._trainable:
-            _record(layer, "_frozen_layer_ids", sublayer)
+            mark_frozen(layer, sublayer)
         freeze(sublayer, seen)
 
 
@@ -252,6 +316,7 @@ def thaw(layer: Any) -> None:
     object.__setattr__(layer, "_frozen_layer_ids", frozenset())
     for sublayer in layer._own_layers:
         if id(sublayer) in recorded:
+            _set_froze(layer, sublayer, False)
             thaw(sublayer)
 
 
@@ -261,7 +326,7 @@ def sync_variables(layer: Any) -> None:
         switched = [v for v in layer._own_variables if v.trainable]
         for variable in switched:
             variable.trainable = False
-        object.__setattr__(layer, "_frozen_ids", layer._frozen_ids | {id(v) for v in switched})
+        _update(layer, "_frozen_ids", lambda ids: ids | {id(v) for v in switched})
     elif layer._frozen_ids:
         for variable in layer._own_variables:
             if id(variable) in layer._frozen_ids:

@@ -130,3 +130,19 @@ def test_a_sublayer_kept_from_a_copied_model_does_not_keep_the_copy_alive(clone)
     assert gone() is None  # the restored link to the copied model is weak, as the original's
     assert inner.path == "inner" and [v.path for v in inner.weights] == ["inner/kernel", "inner/bias"]
     assert model.layers[0].path == "model/inner"  # the original is untouched
+
+
+@pytest.mark.parametrize("clone", [copy.deepcopy, _pickle_round_trip], ids=["deepcopy", "pickle"])
+def test_a_collected_copy_of_a_frozen_holder_gives_the_flags_back_to_a_sublayer_kept_from_it(clone):
+    holder = Layer(name="holder", trainable=False)
+    holder.items = [Linear(2, name="dense")]
+    holder.items[0].build((None, 3))
+    twin = clone(holder)
+    kept = twin.items[0]
+    keep = Layer(name="keep")
+    keep.dense = kept
+    assert kept.trainable is False  # the copied holder still freezes it
+    del twin
+    gc.collect()
+    assert kept.trainable is True and [v.trainable for v in kept.variables] == [True, True]
+    assert [v.path for v in keep.trainable_weights] == ["keep/dense/kernel", "keep/dense/bias"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import dtypepolicy as dp
-from layers import Dense, Layer, Sequential
+from layers import Dense, Layer, Sequential, _ownership
 from layers._tracking import TrackedDict, TrackedList, contains_state, iter_state, unique
 from tests._layers_for_tests import Linear
 
@@ -535,21 +535,68 @@ def test_a_parent_reference_found_dead_before_its_callback_ran_is_re_derived_on_
     assert model.dense.path == "model/dense" and model.dense._parent is model
 
 
-def test_owners_collected_in_the_middle_of_other_tracking_steps_leave_consistent_paths():
-    # A threshold of 1 runs the cycle collector (and so the callbacks) inside track/untrack/refresh steps.
+def _collect_inside_owner_ref(monkeypatch):
+    """Runs the cycle collector at the exact point where tracking allocates an owner's reference."""
+    real = _ownership.owner_ref
+
+    def owner_ref_after_a_collection(holder, layer):
+        gc.collect()  # what any allocation there may trigger
+        return real(holder, layer)
+
+    monkeypatch.setattr(_ownership, "owner_ref", owner_ref_after_a_collection)
+
+
+def _garbage_owner_of(layer):
+    # A container holding a tracked list is in a reference cycle: garbage, but only freed by the collector.
+    view = Sequential([layer], name="view")
+    assert view.layers[0] is layer
+
+
+def test_an_owner_collected_while_another_starts_tracking_leaves_no_dead_record(monkeypatch):
+    dense = Linear(2, name="dense")
+    gc.disable()
+    try:
+        _garbage_owner_of(dense)
+        _collect_inside_owner_ref(monkeypatch)
+        keep = Sequential([dense], name="keep")
+        # Checked before any later collection could tidy up: exactly the live owner, no dead entry.
+        assert [ref() is keep for _, ref in dense._owners] == [True]
+    finally:
+        gc.enable()
+    assert dense.path == "keep/dense"
+
+
+def test_a_write_back_never_undoes_what_a_callback_changed_while_the_new_value_was_computed():
+    # As when the collector runs owner_gone (which hands a layer over to this one) in the middle of a step.
+    layer = Layer(name="layer")
+    runs = []
+
+    def add_two(ids):
+        runs.append(set(ids))
+        if len(runs) == 1:
+            object.__setattr__(layer, "_frozen_layer_ids", frozenset({1}))  # the callback's change
+        return ids | {2}
+
+    _ownership._update(layer, "_frozen_layer_ids", add_two)
+    assert layer._frozen_layer_ids == {1, 2} and runs == [set(), {1}]
+
+
+def test_owners_collected_in_the_middle_of_other_tracking_steps_leave_consistent_paths(monkeypatch):
     model = Sequential([Linear(2, name=f"l{index}") for index in range(4)], name="model")
     model(jnp.ones((1, 2)))
-    threshold = gc.get_threshold()
-    gc.set_threshold(1, 1, 1)
+    gc.disable()
     try:
-        for round_ in range(20):
-            view = Sequential(model.layers[round_ % 4 :], name=f"view{round_}")
-            keep = Sequential(model.layers[:1], name="keep") if round_ == 10 else None
-            del view
-            if keep is not None:
-                kept = keep
+        _collect_inside_owner_ref(monkeypatch)
+        for round_ in range(8):
+            Sequential(model.layers[round_ % 4 :], name=f"view{round_}")  # garbage at once, collected mid-step
+            if round_ == 5:
+                kept = Sequential(model.layers[:1], name="keep")
+            # After each step (no collection since): one record per live owner, paths from live owners only.
+            for layer in model.layers:
+                assert all(ref() is not None for _, ref in layer._owners), (round_, layer.name, layer._owners)
+        assert [len(layer._owners) for layer in model.layers] == [2, 1, 1, 2]  # model, keep; model, the last view
     finally:
-        gc.set_threshold(*threshold)
+        gc.enable()
     gc.collect()
     assert [layer.path for layer in model.layers] == ["keep/l0", "model/l1", "model/l2", "model/l3"]
     assert [v.path for v in model.weights][2:] == [f"model/l{i}/{n}" for i in (1, 2, 3) for n in ("kernel", "bias")]
@@ -557,3 +604,102 @@ def test_owners_collected_in_the_middle_of_other_tracking_steps_leave_consistent
     gc.collect()
     assert [v.path for v in model.weights][:2] == ["model/l0/kernel", "model/l0/bias"]
     assert all(len(layer._owners) == 1 for layer in model.layers)
+
+
+# ---------------------------------------------------------------- a collected frozen owner gives the flags back
+
+
+def _trained_pair():
+    dense = Linear(2, name="dense")
+    old = Sequential([dense], name="old")
+    old(jnp.ones((1, 3)))
+    return dense, old
+
+
+def test_a_collected_frozen_container_gives_back_the_flags_its_freezing_switched_off():
+    dense, old = _trained_pair()
+    new = Sequential(old.layers, name="new")
+    new.trainable = False
+    assert dense.trainable is False and len(old.trainable_weights) == 0
+    del new
+    gc.collect()
+    assert dense.trainable is True and [v.trainable for v in dense.weights] == [True, True]
+    assert [v.path for v in old.trainable_weights] == ["old/dense/kernel", "old/dense/bias"]
+
+
+def test_a_container_frozen_when_it_took_the_layer_gives_the_flags_back_when_collected():
+    dense, old = _trained_pair()
+    new = Layer(name="new", trainable=False)
+    new.items = [dense]  # frozen on the way in
+    assert dense.trainable is False
+    del new
+    gc.collect()
+    assert dense.trainable is True and len(old.trainable_weights) == 2
+
+
+def test_a_collected_frozen_container_thaws_exactly_what_its_freezing_switched_off():
+    block = Layer(name="block")
+    block.items = [Linear(2, name="a"), Linear(2, name="b")]
+    block.items[1].trainable = False  # by hand: stays off
+    for layer in block.items:
+        layer.build((None, 3))
+    old = Layer(name="old")
+    old.block = block
+    new = Layer(name="new")
+    new.items = [block]
+    new.trainable = False
+    del new
+    gc.collect()
+    assert [(layer.path, layer.trainable) for layer in block._flatten_layers()] == [
+        ("old/block", True),
+        ("old/block/a", True),
+        ("old/block/b", False),
+    ]
+    assert [v.trainable for v in block.variables] == [True, True, False, False]
+
+
+def test_a_layer_set_trainable_false_by_hand_stays_off_when_the_frozen_container_goes():
+    dense, old = _trained_pair()
+    new = Sequential(old.layers, name="new")
+    new.trainable = False
+    dense.trainable = False  # the user's decision now
+    del new
+    gc.collect()
+    assert dense.trainable is False and len(old.trainable_weights) == 0
+
+
+def test_a_collected_frozen_container_hands_the_layer_over_to_another_frozen_owner():
+    dense, old = _trained_pair()
+    first = Sequential(old.layers, name="first")
+    first.trainable = False
+    second = Layer(name="second", trainable=False)
+    second.items = [dense]
+    del first
+    gc.collect()
+    assert dense.trainable is False  # second still freezes it
+    del second.items[0]
+    assert dense.trainable is True and len(old.trainable_weights) == 2
+
+
+def test_the_last_of_two_frozen_containers_collected_gives_the_flags_back():
+    dense, old = _trained_pair()
+    first = Sequential(old.layers, name="first")
+    first.trainable = False
+    second = Sequential(old.layers, name="second", trainable=False)
+    del first
+    gc.collect()
+    assert dense.trainable is False
+    del second
+    gc.collect()
+    assert dense.trainable is True and [v.trainable for v in dense.weights] == [True, True]
+
+
+def test_an_unfrozen_container_collected_leaves_the_flags_alone():
+    dense, old = _trained_pair()
+    new = Sequential(old.layers, name="new")
+    new.trainable = False
+    new.trainable = True
+    dense.trainable = False  # by hand, after the container let go of its freezing
+    del new
+    gc.collect()
+    assert dense.trainable is False
