@@ -17,9 +17,9 @@ from typing import Any
 
 from layers import _ownership, _tracking
 
-# Not part of a pickled or deep-copied layer: links to the layers tracking it, and flags
-# that only mean something during a call or build.
-NOT_COPIED = frozenset({"_parent_ref", "_owners", "_building"})
+# Not part of a pickled or deep-copied layer: links to the layers tracking it, flags that
+# only mean something during a call or build, and the record of frozen variables (rebuilt).
+NOT_COPIED = frozenset({"_parent_ref", "_owners", "_building", "_frozen_record"})
 # Sets of ids of own variables or layers: stored as positions in those lists when pickled.
 _ID_SETS = {"_state_ids": "_own_variables", "_frozen_ids": "_own_variables", "_frozen_layer_ids": "_own_layers"}
 # Restored layers whose policy came from a layer above them, until that layer is restored too:
@@ -54,6 +54,7 @@ def shallow_copy(layer: Any) -> Any:
         _state_ids=set(layer._state_ids),
     )
     state.pop("_owners", None)
+    state.pop("_frozen_record", None)  # the copy froze nothing: its collection gives no flags back
     holder = policy_holder(layer)
     if holder is not None and holder is not layer:
         state["_default_policy"] = layer.dtype_policy  # the copy has no parent: it keeps the policy it had
@@ -110,4 +111,5 @@ def set_state(layer: Any, state: dict[str, Any]) -> None:
             if entry is not None and entry[0]() is sublayer and entry[1] == original:
                 object.__setattr__(sublayer, "_default_policy", entry[2])
                 del _inherited[id(sublayer)]
+    _ownership.sync_frozen_record(layer)
     _ownership.refresh_parents(layer)

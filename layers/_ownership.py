@@ -9,7 +9,9 @@ the layers it held, so they fall back to the owners still alive. A non-trainable
 layer freezes what it takes in, and records exactly which variables and direct sublayers it
 switched off, so that removing them (or unfreezing) switches those back and nothing else. A
 sublayer's reference to an owner also says whether that owner's freezing switched it off, so an
-owner that is collected hands the sublayer over, or thaws it, exactly as removing it would.
+owner that is collected hands the sublayer over, or thaws it, exactly as removing it would. The
+variables a layer switched off are also kept in a record apart from it (`FrozenVariables`), so
+they get their flag back when the layer is collected, as when they are removed from it.
 
 The collector may run those callbacks at any allocation, also in the middle of another step that
 reads `_owners` or a frozen set and writes it back; such writes go through `_update`, which
@@ -64,7 +66,7 @@ def track(holder: Any, value: Any) -> None:
                 item._set_path(f"{holder.path}/{item.name}")
             if not holder._trainable and item.trainable:
                 item.trainable = False
-                _update(holder, "_frozen_ids", lambda ids, item=item: ids | {id(item)})
+                change_frozen_ids(holder, lambda ids, item=item: ids | {id(item)})
 
 
 def check_no_cycle(holder: Any, layer: Any) -> None:
@@ -114,7 +116,7 @@ def untrack(holder: Any, value: Any, untracked: frozenset[str]) -> None:
             holder._state_ids.discard(id(item))
             if id(item) in holder._frozen_ids:  # it leaves the frozen layer: its own flag comes back
                 item.trainable = True
-                _update(holder, "_frozen_ids", lambda ids, item=item: ids - {id(item)})
+                change_frozen_ids(holder, lambda ids, item=item: ids - {id(item)})
             if item.path == f"{holder.path}/{item.name}":
                 item._set_path(item.name)
 
@@ -326,9 +328,50 @@ def sync_variables(layer: Any) -> None:
         switched = [v for v in layer._own_variables if v.trainable]
         for variable in switched:
             variable.trainable = False
-        _update(layer, "_frozen_ids", lambda ids: ids | {id(v) for v in switched})
+        change_frozen_ids(layer, lambda ids: ids | {id(v) for v in switched})
     elif layer._frozen_ids:
         for variable in layer._own_variables:
             if id(variable) in layer._frozen_ids:
                 variable.trainable = True
-        object.__setattr__(layer, "_frozen_ids", frozenset())
+        change_frozen_ids(layer, lambda ids: frozenset())
+
+
+class FrozenVariables:
+    """Weak references to the variables a layer's freezing switched off, kept apart from the layer.
+
+    A finalizer holds it, so that when the layer is collected the variables still alive (held by
+    other layers) get their flag back, as when they are removed from the layer.
+    """
+
+    __slots__ = ("refs",)
+
+    def __init__(self) -> None:
+        self.refs: tuple[weakref.ref, ...] = ()
+
+    def thaw(self) -> None:
+        refs, self.refs = self.refs, ()
+        for ref in refs:
+            variable = ref()
+            if variable is not None and not variable.trainable:
+                variable.trainable = True
+
+
+def change_frozen_ids(layer: Any, change: Any) -> None:
+    """Sets `layer._frozen_ids` to `change(layer._frozen_ids)` and updates the record kept apart from it."""
+    _update(layer, "_frozen_ids", change)
+    sync_frozen_record(layer)
+
+
+def sync_frozen_record(layer: Any) -> None:
+    """Makes `layer`'s `FrozenVariables` list the own variables in `_frozen_ids` (set up on first need)."""
+    state = object.__getattribute__(layer, "__dict__")
+    record = state.get("_frozen_record")
+    frozen = [variable for variable in layer._own_variables if id(variable) in layer._frozen_ids]
+    if record is None:
+        if not frozen:
+            return
+        record = FrozenVariables()
+        finalizer = weakref.finalize(layer, record.thaw)
+        finalizer.atexit = False  # at interpreter exit there is nothing left to train
+        object.__setattr__(layer, "_frozen_record", record)
+    record.refs = tuple(weakref.ref(variable) for variable in frozen)

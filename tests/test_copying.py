@@ -146,3 +146,24 @@ def test_a_collected_copy_of_a_frozen_holder_gives_the_flags_back_to_a_sublayer_
     gc.collect()
     assert kept.trainable is True and [v.trainable for v in kept.variables] == [True, True]
     assert [v.path for v in keep.trainable_weights] == ["keep/dense/kernel", "keep/dense/bias"]
+
+
+@pytest.mark.parametrize("clone", [copy.deepcopy, _pickle_round_trip], ids=["deepcopy", "pickle"])
+def test_a_collected_copy_of_a_frozen_layer_gives_back_the_flag_of_a_variable_kept_from_it(clone):
+    holder = Layer(name="holder", trainable=False)
+    holder.w = dp.Variable(np.ones(2, np.float32), name="w")
+    twin = clone(holder)
+    kept = twin.w
+    assert kept.trainable is False
+    del twin
+    gc.collect()
+    assert kept.trainable is True
+
+
+def test_a_shallow_copy_of_a_frozen_layer_collected_leaves_the_shared_variables_frozen():
+    holder = Layer(name="holder", trainable=False)
+    holder.w = dp.Variable(np.ones(2, np.float32), name="w")
+    twin = copy.copy(holder)
+    del twin
+    gc.collect()
+    assert holder.w.trainable is False  # the original still freezes it

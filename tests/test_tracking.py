@@ -703,3 +703,30 @@ def test_an_unfrozen_container_collected_leaves_the_flags_alone():
     del new
     gc.collect()
     assert dense.trainable is False
+
+
+def test_a_variable_of_another_layer_gets_its_flag_back_when_the_frozen_layer_holding_it_is_collected():
+    dense = Linear(2, name="dense")
+    dense.build((None, 3))
+    keep = Layer(name="keep")
+    keep.dense = dense
+    view = Layer(name="view", trainable=False)
+    view.w = dense.kernel
+    view.items = []  # a tracked list: view is in a cycle, freed by the collector
+    assert dense.kernel.trainable is False
+    del view
+    gc.collect()
+    assert [v.trainable for v in dense.variables] == [True, True]
+    assert [v.path for v in keep.trainable_weights] == ["keep/dense/kernel", "keep/dense/bias"]
+
+
+def test_a_variable_switched_back_on_before_the_frozen_layer_goes_is_left_alone_after():
+    dense = Linear(2, name="dense")
+    dense.build((None, 3))
+    view = Layer(name="view", trainable=False)
+    view.w = dense.kernel
+    view.trainable = True  # gives the flag back
+    dense.kernel.trainable = False  # by hand, afterwards
+    del view
+    gc.collect()
+    assert dense.kernel.trainable is False
