@@ -21,7 +21,7 @@ from dtypepolicy import _context, _state
 from dtypepolicy._autocast import enter_autocast, leave_autocast
 from dtypepolicy._dtypes import is_float
 from dtypepolicy._strict import check_outputs, strict_mode
-from layers import _call_context, _inputs, _masking, _policy_key_check, _signature, _transaction
+from layers import _call_context, _inputs, _masking, _policy_key_check, _signature, _traced_losses, _transaction
 from layers._input_spec import check_input_spec
 
 
@@ -110,15 +110,16 @@ def run(layer: Any, args: tuple, kwargs: dict) -> Any:
             # Output shapes for summary(), the policy-map key check: a warning turned into an
             # error must fail the call before anything is committed.
             outputs = layer._record_call(outputs)
+        # Committing can fail too (a metric report, a traced-losses step): the same rollback.
+        _commit(transaction, top_level, saved_losses, outputs)
     except BaseException as error:
         transaction.rollback()
         _state.undo_own_writes_since(default_mark)
         if top_level:
-            _restore_losses(saved_losses)
+            _transaction.restore_losses(saved_losses)
         if isinstance(error, Exception):
             _note_failure(error, layer, args, kwargs)
         raise
-    _commit(transaction, top_level, saved_losses, outputs)
     return outputs
 
 
@@ -188,7 +189,11 @@ def _commit(transaction: Any, top_level: bool, saved_losses: Any, outputs: Any) 
         _transaction.keep_traced_losses(transaction, saved_losses)
     else:
         transaction.commit()
-        _transaction.forget_traced_losses(saved_losses)  # this call's losses replace a traced call's
+        # This call's losses replace a traced call's; finished traces' entries go (and their tracers).
+        _traced_losses.forget(saved_losses)
+        if transaction.traced_callables and not transaction.stateless:
+            # Added under a trace inside this call that has ended (stateless_call puts the callables back itself).
+            _transaction.settle_traced_callables(transaction)
 
 
 def warn_unmatched_keys(layer: Any) -> None:
@@ -208,11 +213,6 @@ def warn_unmatched_keys(layer: Any) -> None:
     for warning in caught:
         warnings.warn(warning.message, warning.category, stacklevel=level)
     object.__setattr__(layer, "_map_checked", True)
-
-
-def _restore_losses(saved: list) -> None:
-    for owner, losses in saved:
-        object.__setattr__(owner, "_losses", losses)
 
 
 def _fill_argument_masks(signature: Any, args: tuple, kwargs: dict) -> None:
@@ -366,7 +366,7 @@ def stateless_call(
     )
     saved_losses = layer._clear_losses()
     saved_callables = [(owner, owner._callable_losses) for owner, _ in saved_losses]  # tuples: never mutated
-    hidden = _transaction.forget_traced_losses(saved_losses)  # its own losses only, put back after
+    hidden = _traced_losses.forget(saved_losses)  # its own losses only, put back after
     saved_metrics = {id(m): (m, m._total, m._count) for m in layer.metrics}
     metric_tables = [(owner, dict(owner._metrics_by_name)) for owner in layer._flatten_layers()]
     try:
@@ -376,11 +376,10 @@ def stateless_call(
             losses = layer.losses if return_losses else None
         new_values = [scope.get_current_value(variable) for variable in non_trainable]
     finally:
-        for owner, losses_before in saved_losses:
-            object.__setattr__(owner, "_losses", losses_before)
+        _transaction.restore_losses(saved_losses)
         for owner, callables in saved_callables:
             object.__setattr__(owner, "_callable_losses", callables)
-        _transaction.restore_traced_losses(hidden)
+        _traced_losses.restore(hidden)
         for owner, table in metric_tables:
             owner._metrics_by_name.clear()
             owner._metrics_by_name.update(table)

@@ -20,6 +20,7 @@ from layers import (
     _ownership,
     _shapes,
     _summary,
+    _traced_losses,
     _tracking,
     _transaction,
     _weights,
@@ -556,10 +557,11 @@ class Layer(_tracking.Trackable):
 
     def _own_losses(self) -> list[Any]:
         # Inside the user's jax.jit/grad, the losses of the layer's traced call (kept apart from
-        # its state, see _transaction.keep_traced_losses); otherwise its concrete ones.
-        stored = _transaction.traced_losses(self)
-        losses = [_as_float32(loss()) for loss in self._callable_losses]  # added once, before any call's
-        losses += self._losses if stored is None else stored
+        # its state, see layers/_traced_losses.py); otherwise its concrete ones.
+        traced = _traced_losses.shown(self)
+        callables = self._callable_losses if traced is None else self._callable_losses + traced.callables
+        losses = [_as_float32(loss()) for loss in callables]  # the layer's own, then the traced call's
+        losses += self._losses if traced is None else traced.losses
         for variable in self._own_variables:
             if variable.regularizer is not None and self._trainable and variable.trainable:
                 losses.append(_as_float32(variable.regularizer(variable._read_storage().astype("float32"))))

@@ -11,20 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import weakref
 from contextvars import ContextVar
 from typing import Any
 
 import jax
 
 import dtypepolicy as dp
-
-try:  # where JAX keeps its current trace; only read, and only to know whether a trace still runs
-    from jax._src import core as _jax_core
-except ImportError:  # pragma: no cover - another JAX layout: traced losses are never shown
-    _jax_core = None
 from dtypepolicy._context import scoped
-from layers import _metrics
+from layers import _metrics, _traced_losses
 
 _current: ContextVar[CallTransaction | None] = ContextVar("layers_call_transaction", default=None)
 
@@ -65,9 +59,11 @@ class CallTransaction:
       metrics: `(layer, name, aggregation, value)` reports, applied by the outermost call.
       builds: layers built during the call, undone if it fails.
       unnamed: per layer (by id), how many unnamed metric reports it made in this call so far.
+      traced_callables: `(layer, callable)` losses added while JAX traced the call (also in
+        `losses`): they belong to that trace, never to the layer (see `settle_traced_callables`).
     """
 
-    __slots__ = ("builds", "losses", "metrics", "parent", "scope", "unnamed", "_token")
+    __slots__ = ("builds", "losses", "metrics", "parent", "scope", "traced_callables", "unnamed", "_token")
 
     def __init__(self) -> None:
         self.parent = _current.get()
@@ -76,6 +72,7 @@ class CallTransaction:
         self.metrics: list[tuple[Any, str, str, float]] = []
         self.builds: list[BuildRecord] = []
         self.unnamed: dict[int, int] | None = None  # created by the first unnamed report
+        self.traced_callables: list[tuple[Any, Any]] | None = None  # created by the first one
         self._token = None
 
     def __enter__(self) -> CallTransaction:
@@ -116,6 +113,8 @@ class CallTransaction:
             parent.losses += self.losses
             parent.metrics += self.metrics
             parent.builds += self.builds
+            if self.traced_callables:
+                parent.traced_callables = (parent.traced_callables or []) + self.traced_callables
             return
         if apply_reports:
             for report in self.metrics:
@@ -125,21 +124,32 @@ class CallTransaction:
         """Undoes the losses and builds of the call; its variable writes are simply dropped."""
         for layer, loss in reversed(self.losses):
             if callable(loss):
-                # A persistent callable loss (see `add_callable_loss`): the tuple is replaced, never mutated.
-                kept = list(layer._callable_losses)
-                for index in range(len(kept) - 1, -1, -1):
-                    if kept[index] is loss:
-                        del kept[index]
-                        break
-                object.__setattr__(layer, "_callable_losses", tuple(kept))
-                continue
-            losses = layer._losses
-            for index in range(len(losses) - 1, -1, -1):
-                if losses[index] is loss:
-                    del losses[index]
-                    break
+                remove_callable(layer, loss)
+            else:
+                remove_last(layer._losses, loss)
         for record in reversed(self.builds):
             record.undo()
+
+
+def remove_last(items: list, item: Any) -> None:
+    """Deletes the last entry of `items` that `is` `item` (an array loss has no usable `==`)."""
+    for index in range(len(items) - 1, -1, -1):
+        if items[index] is item:
+            del items[index]
+            return
+
+
+def remove_callable(layer: Any, loss: Any) -> None:
+    """Takes a callable loss back out of `layer`: its tuple is replaced, never mutated."""
+    kept = list(layer._callable_losses)
+    remove_last(kept, loss)
+    object.__setattr__(layer, "_callable_losses", tuple(kept))
+
+
+def restore_losses(saved: list) -> None:
+    """Gives each layer back the loss values it had: `saved` as returned by `Layer._clear_losses`."""
+    for owner, losses in saved:
+        object.__setattr__(owner, "_losses", losses)
 
 
 def isolated() -> scoped:
@@ -162,6 +172,11 @@ def add_callable_loss(layer: Any, loss: Any) -> None:
     is taken back only when the call or the `build` that added it fails. The layer holds its
     callables in a tuple that is replaced, never mutated, so the snapshot a `build` takes
     restores them too.
+
+    A callable added while JAX traces the call (in `call` under the user's jax.jit/grad; `build`
+    runs concretely) may close over tracers: it belongs to that trace, shown by `losses` while
+    the trace runs and gone after (`settle_traced_callables`). Outside any layer call there is
+    no call to tie it to, so it is refused.
     """
     try:
         inspect.signature(loss).bind()
@@ -173,8 +188,19 @@ def add_callable_loss(layer: Any, loss: Any) -> None:
         ) from None
     except ValueError:
         pass  # no signature to inspect (some builtins): trusted, checked when `losses` calls it
+    transaction = _current.get()
+    traced = _traced_losses.under_trace()
+    if traced and transaction is None:
+        raise RuntimeError(
+            f"add_loss on layer {layer.name!r} received the callable {loss!r} while JAX was tracing, outside any "
+            f"layer call: it could hold tracers for good. Add it in build (or outside the transformed function), "
+            f"or add the loss value instead."
+        )
     object.__setattr__(layer, "_callable_losses", (*layer._callable_losses, loss))
-    note_loss(layer, loss)
+    if transaction is not None:
+        transaction.losses.append((layer, loss))
+        if traced:
+            transaction.traced_callables = (transaction.traced_callables or []) + [(layer, loss)]
 
 
 def note_build(layer: Any, snapshot: dict, own_variables: list, own_layers: list) -> None:
@@ -222,99 +248,35 @@ def _pending_reports(transaction: CallTransaction | None) -> Any:
         transaction = transaction.parent
 
 
-# --- losses added under the user's own JAX trace ---------------------------------------------
-#
-# A top-level call traced by the user's jax.jit/grad must leave the layer's losses as the last
-# concrete call left them, yet custom training code reads `layer.losses` right after the call,
-# inside the same trace (`jax.grad(lambda x: jnp.sum(layer(x)) + sum(layer.losses))`). The
-# traced losses are therefore kept here, apart from the layer's own state (so copies and pickles
-# never see them), with the trace they belong to, and `losses` shows them only while that trace
-# is still running. Entries are keyed by `id` (a layer class may define `__eq__`) and hold the
-# layer weakly: a layer that is gone takes its entry with it.
-_traced_losses: dict[int, tuple[weakref.ref, weakref.ref, list]] = {}
-
-
-def _current_trace() -> Any:
-    """JAX's current trace, or None where this JAX does not expose it (then nothing is shown)."""
-    return getattr(getattr(_jax_core, "trace_ctx", None), "trace", None)
-
-
-def _trace_running(trace: Any) -> bool:
-    """Whether `trace` is the current JAX trace or one it is nested in.
-
-    JAX's own `Trace.is_valid()` (checked by `Primitive.bind`) turns False only for some traces
-    once they end (JAX 0.10 never invalidates a jit trace), so the trace must also still be on
-    the current chain (`parent_trace` links). Missing attributes in another JAX mean "not running".
-    """
-    if trace is None or not getattr(trace, "is_valid", lambda: False)():
-        return False
-    link = _current_trace()
-    while link is not None:
-        if link is trace:
-            return True
-        link = getattr(link, "parent_trace", None)
-    return False
-
-
-def _keep(layer: Any, trace: weakref.ref, losses: list) -> None:
-    key = id(layer)
-    owner = weakref.ref(layer, lambda _, key=key: _traced_losses.pop(key, None))
-    _traced_losses[key] = (owner, trace, losses)
-
-
 def keep_traced_losses(transaction: CallTransaction, saved: list) -> None:
     """After a top-level call traced by the user: the losses it added move out of the layers.
+
+    They go to `_traced_losses`, tied to the trace, and the layers get back the losses they had.
 
     Args:
       transaction: the committed transaction of the call.
       saved: `(layer, losses before the call)` for the layers the call cleared (`_clear_losses`).
     """
-    trace = _current_trace()
-    # No trace to tie the losses to (or only the top-level eager one, under JAX's
-    # ensure_compile_time_eval): they are not kept, hence never shown.
-    reference = None if getattr(trace, "parent_trace", None) is None else weakref.ref(trace)
-    for key in [key for key, (_, ref, _) in _traced_losses.items() if not _trace_running(ref())]:
-        del _traced_losses[key]  # entries of finished traces: drop their tracers
     cleared = {id(layer) for layer, _ in saved}
-    for layer, losses in saved:
-        if reference is not None:
-            _keep(layer, reference, layer._losses)
-        object.__setattr__(layer, "_losses", losses)
+    added = [(layer, layer._losses) for layer, _ in saved]
     # Layers outside the cleared tree (called through an untracked reference) got the losses
     # appended to their own lists: those are taken back out.
     others = {id(layer): layer for layer, _ in transaction.losses if id(layer) not in cleared}
-    for layer in others.values():
-        if reference is not None:
-            _keep(layer, reference, list(layer._losses))
+    other_added = [(layer, list(layer._losses)) for layer in others.values()]
+    callables = transaction.traced_callables or []
+    _traced_losses.keep(added, other_added, callables)
+    restore_losses(saved)
     for layer, loss in reversed(transaction.losses):
-        if id(layer) in others:
-            losses = layer._losses
-            for index in range(len(losses) - 1, -1, -1):
-                if losses[index] is loss:
-                    del losses[index]
-                    break
+        if id(layer) in others and not callable(loss):
+            remove_last(layer._losses, loss)
+    settle_traced_callables(transaction)
 
 
-def traced_losses(layer: Any) -> list | None:
-    """The losses of `layer`'s last traced call while its trace runs, else None."""
-    if not _traced_losses:
-        return None  # the common case: no traced call is remembered
-    entry = _traced_losses.get(id(layer))
-    if entry is None or entry[0]() is not layer:
-        return None
-    if _trace_running(entry[1]()):
-        return entry[2]
-    del _traced_losses[id(layer)]
-    return None
+def settle_traced_callables(transaction: CallTransaction) -> None:
+    """Takes the callables added under a trace out of their layers, once the call is over.
 
-
-def forget_traced_losses(saved: list) -> dict:
-    """A new concrete call replaces what a traced call left; returns the removed entries."""
-    if not _traced_losses:
-        return {}
-    return {id(layer): _traced_losses.pop(id(layer)) for layer, _ in saved if id(layer) in _traced_losses}
-
-
-def restore_traced_losses(entries: dict) -> None:
-    """Puts back entries removed by `forget_traced_losses` (`stateless_call` changes nothing)."""
-    _traced_losses.update(entries)
+    After a traced top-level call they are in `_traced_losses`; after an eager one they came
+    from a trace inside the call (a `jax.jit` in `call`), which has ended.
+    """
+    for layer, loss in reversed(transaction.traced_callables or ()):
+        remove_callable(layer, loss)

@@ -924,10 +924,10 @@ def test_a_map_key_warning_made_an_error_leaves_the_call_undone_and_points_at_th
     assert record[0].filename == __file__ and record[0].lineno == User.call.__code__.co_firstlineno + 1
 
 
-def test_traced_losses_are_kept_for_layers_that_define_eq_and_go_with_the_layer():
+def test_traced_losses_are_kept_for_layers_that_define_eq_and_go_with_the_layer_or_the_next_call():
     import gc
 
-    from layers import _transaction
+    from layers import _traced_losses
 
     class Comparable(LossAndMetric):
         def __eq__(self, other):  # makes the class unhashable
@@ -940,13 +940,16 @@ def test_traced_losses_are_kept_for_layers_that_define_eq_and_go_with_the_layer(
     losses = traced_losses(layer, jnp.full(3, 2.0))
     assert [float(loss) for loss in losses] == [6.0]
     key = id(layer)
-    assert key in _transaction._traced_losses  # kept until read after the trace, or until the layer goes
+    assert key in _traced_losses._table  # JAX says nothing when a trace ends: kept until the next call or read
     del layer
     gc.collect()
-    assert key not in _transaction._traced_losses
+    assert key not in _traced_losses._table  # the layer went
     again = Comparable()
     traced_losses(again, jnp.ones(3))
-    assert again.losses == [] and id(again) not in _transaction._traced_losses  # a read after the trace drops it
+    assert again.losses == [] and id(again) not in _traced_losses._table  # a read after the trace drops it
+    traced_losses(again, jnp.ones(3))
+    LossAndMetric()(jnp.ones(1))  # so does any top-level eager call, of any layer
+    assert id(again) not in _traced_losses._table
 
 
 # ---------------------------------------------------------------- issue 7: a failed call restores the global policy
@@ -1111,3 +1114,22 @@ def test_a_failing_call_that_leaked_a_scope_reports_its_own_error_and_restores_e
     with pytest.raises(KeyError, match="the call's own error"):
         LeakyFailing(dtype="mixed_bfloat16")(jnp.ones(2))
     assert dp.dtype_policy() == dp.DTypePolicy("float32") and current_autocast_dtype() is None
+
+
+# ---------------------------------------------------------------- issue 7: a failing commit is rolled back too
+
+
+def test_a_call_whose_commit_fails_restores_the_losses_of_the_previous_call(monkeypatch):
+    from layers import _metrics
+
+    layer = LossAndMetric()
+    layer(jnp.ones(3))
+
+    def failing_report(*report):
+        raise RuntimeError("report failed")
+
+    monkeypatch.setattr(_metrics, "apply_report", failing_report)
+    with pytest.raises(RuntimeError, match="report failed") as raised:
+        layer(jnp.full(3, 2.0))
+    assert [float(loss) for loss in layer.losses] == [3.0]  # the previous call's sum(ones(3)), not 6
+    assert any("Raised while calling layer" in note for note in raised.value.__notes__)
