@@ -141,7 +141,8 @@ def _call_in_context(layer: Any, args: tuple, kwargs: dict, training: Any, conte
             with contextlib.suppress(RuntimeError):  # the call's own error is the one to report
                 _context.close_scopes_since(scopes, f"Layer {layer.path!r}'s call")
             raise
-        _context.close_scopes_since(scopes, f"Layer {layer.path!r}'s call")
+        if _context.open_scopes() is not scopes:  # the message (and layer.path) only when needed
+            _context.close_scopes_since(scopes, f"Layer {layer.path!r}'s call")
         return outputs
     finally:
         try:
