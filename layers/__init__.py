@@ -8,21 +8,21 @@ Example:
 """
 
 from layers import activations, constraints, initializers, ops, regularizers
-from layers._activation import Activation
-from layers._attention import MultiHeadAttention
-from layers._batch_normalization import BatchNormalization
-from layers._dense import Dense
-from layers._dropout import Dropout
-from layers._einsum_dense import EinsumDense
-from layers._embedding import Embedding
-from layers._input_spec import InputSpec
-from layers._layer import Layer
-from layers._layer_serialization import deserialize, serialize
-from layers._normalization import LayerNormalization, RMSNormalization
-from layers._sequential import Sequential
-from layers._softmax import Softmax
-from layers._summary import UnmatchedPolicyKeyWarning
-from layers._transformer import TransformerBlock
+from layers._base._input_spec import InputSpec
+from layers._base._layer import Layer
+from layers._base._layer_serialization import deserialize, serialize
+from layers._base._summary import UnmatchedPolicyKeyWarning
+from layers._builtin._activation import Activation
+from layers._builtin._attention import MultiHeadAttention
+from layers._builtin._batch_normalization import BatchNormalization
+from layers._builtin._dense import Dense
+from layers._builtin._dropout import Dropout
+from layers._builtin._einsum_dense import EinsumDense
+from layers._builtin._embedding import Embedding
+from layers._builtin._normalization import LayerNormalization, RMSNormalization
+from layers._builtin._sequential import Sequential
+from layers._builtin._softmax import Softmax
+from layers._builtin._transformer import TransformerBlock
 
 __all__ = [
     "Activation",

@@ -16,8 +16,8 @@ import numpy as np
 
 from dtypepolicy import _numerics
 from layers import activations
+from layers._axes import check_axes_fit
 from layers._keras_ops import _array, _floating, _wide
-from layers._normalization import check_axes_fit
 
 __all__ = [
     "batch_normalization",

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 import layers
-from layers import _arguments, constraints, initializers, regularizers
-from layers._arguments import (
+from layers import constraints, initializers, regularizers
+from layers._builtin import _arguments
+from layers._builtin._arguments import (
     check_bool,
     check_int,
     check_positive_int,

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import dtypepolicy as dp
-from layers._attention import MultiHeadAttention
-from layers._masking import attach_mask
+from layers._base._masking import attach_mask
+from layers._builtin._attention import MultiHeadAttention
 from tests._tolerances import assert_close
 
 POLICIES = ["float32", "mixed_bfloat16", "mixed_float16"]

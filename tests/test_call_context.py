@@ -2,7 +2,7 @@
 
 import pytest
 
-from layers._call_context import call_context, current_call_context, enter, leave
+from layers._base._call_context import call_context, current_call_context, enter, leave
 
 
 def test_nesting_and_restore():

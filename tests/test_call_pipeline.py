@@ -12,7 +12,7 @@ import pytest
 import dtypepolicy as dp
 from dtypepolicy._autocast import current_autocast_dtype
 from layers import Embedding, Layer, ops, regularizers
-from layers._masking import attach_mask, get_mask
+from layers._base._masking import attach_mask, get_mask
 from tests._layers_for_tests import Linear, NoTrainingArg, Outer, Recorder, TrainingDefaultTrue
 
 BACKENDS = {"eager": lambda f: f, "jit": jax.jit}
@@ -927,7 +927,7 @@ def test_a_map_key_warning_made_an_error_leaves_the_call_undone_and_points_at_th
 def test_traced_losses_are_kept_for_layers_that_define_eq_and_go_with_the_layer_or_the_next_call():
     import gc
 
-    from layers import _traced_losses
+    from layers._base import _traced_losses
 
     class Comparable(LossAndMetric):
         def __eq__(self, other):  # makes the class unhashable
@@ -1120,7 +1120,7 @@ def test_a_failing_call_that_leaked_a_scope_reports_its_own_error_and_restores_e
 
 
 def test_a_call_whose_commit_fails_restores_the_losses_of_the_previous_call(monkeypatch):
-    from layers import _metrics
+    from layers._base import _metrics
 
     layer = LossAndMetric()
     layer(jnp.ones(3))

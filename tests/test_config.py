@@ -2,7 +2,7 @@
 
 import pytest
 
-from layers._config import capture_arguments, check_config
+from layers._base._config import capture_arguments, check_config
 
 
 class Example:

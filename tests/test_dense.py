@@ -11,7 +11,7 @@ import pytest
 
 import dtypepolicy as dp
 from layers import constraints, initializers, regularizers
-from layers._dense import Dense
+from layers._builtin._dense import Dense
 from tests._compilations import compilations
 from tests._conformance import Case, check_layer
 from tests._tolerances import assert_close

@@ -9,7 +9,7 @@ import pytest
 
 import dtypepolicy as dp
 from layers import Layer, initializers
-from layers._dropout import Dropout
+from layers._builtin._dropout import Dropout
 from tests._conformance import Case, check_layer
 from tests._tolerances import assert_close
 
@@ -264,7 +264,7 @@ def test_gradient_with_respect_to_the_inputs_is_the_scaled_mask():
 
 
 def test_masks_pass_through_and_output_shape():
-    from layers._masking import attach_mask, get_mask
+    from layers._base._masking import attach_mask, get_mask
 
     layer = Dropout(0.5, seed=0)
     x = jnp.ones((16, 16))

@@ -9,8 +9,8 @@ import pytest
 
 import dtypepolicy as dp
 from layers import initializers, regularizers
-from layers._dense import Dense
-from layers._einsum_dense import EinsumDense
+from layers._builtin._dense import Dense
+from layers._builtin._einsum_dense import EinsumDense
 from tests._compilations import compilations
 from tests._conformance import Case, check_layer
 from tests._tolerances import assert_close

@@ -9,10 +9,10 @@ import pytest
 
 import dtypepolicy as dp
 from layers import initializers, regularizers
-from layers._dense import Dense
-from layers._embedding import Embedding
-from layers._layer import Layer
-from layers._masking import get_mask
+from layers._base._layer import Layer
+from layers._base._masking import get_mask
+from layers._builtin._dense import Dense
+from layers._builtin._embedding import Embedding
 from tests._conformance import Case, check_layer
 from tests._tolerances import assert_close
 

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from layers import initializers as inits
-from layers._variance_scaling import compute_fans
+from layers.initializers._variance_scaling import compute_fans
 from tests._compilations import compilations
 
 DTYPES = ("float32", "bfloat16", "float16")

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import pytest
 
 from layers import InputSpec
-from layers._input_spec import check_input_spec, checked_input_spec
+from layers._base._input_spec import check_input_spec, checked_input_spec
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import dtypepolicy as dp
-from layers._inputs import (
+from layers._base._inputs import (
     cast_floating,
     check_positional,
     convert_call_arguments,
@@ -43,7 +43,7 @@ def test_shapes_of():
 
 
 def test_every_conversion_keeps_the_mask():
-    from layers._masking import attach_mask, get_mask
+    from layers._base._masking import attach_mask, get_mask
 
     mask = jnp.array([True, False])
     host, device = np.ones(2, np.float64), jnp.ones(2)

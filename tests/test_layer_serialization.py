@@ -3,7 +3,7 @@
 import pytest
 
 from layers import Layer
-from layers._layer_serialization import deserialize, serialize
+from layers._base._layer_serialization import deserialize, serialize
 from tests._layers_for_tests import Linear
 
 

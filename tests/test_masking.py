@@ -4,7 +4,7 @@ import gc
 
 import jax.numpy as jnp
 
-from layers._masking import _masks, attach_mask, attach_masks, get_mask, mask_of
+from layers._base._masking import _masks, attach_mask, attach_masks, get_mask, mask_of
 
 
 def test_attach_and_read():
@@ -35,7 +35,7 @@ def test_entries_die_with_their_arrays():
 
 
 def test_carry_mask_gives_a_converted_copy_the_mask_of_its_source():
-    from layers._masking import carry_mask
+    from layers._base._masking import carry_mask
 
     x, mask = jnp.ones(3), jnp.array([True, False, True])
     attach_mask(x, mask)

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from layers._metrics import Metric
+from layers._base._metrics import Metric
 
 
 def test_mean_and_sum():
@@ -29,7 +29,7 @@ def test_bad_aggregation():
 
 
 def test_host_value_means_in_float64_and_skips_tracers():
-    from layers._metrics import host_value
+    from layers._base._metrics import host_value
 
     assert host_value(jnp.array([1.0, 2.0], jnp.bfloat16)) == 1.5 and host_value(3) == 3.0
     seen = []
@@ -41,7 +41,7 @@ def test_host_value_means_in_float64_and_skips_tracers():
 
 def test_default_names_follow_the_order_of_the_report_in_its_call():
     from layers import Layer
-    from layers._metrics import apply_report, default_name
+    from layers._base._metrics import apply_report, default_name
 
     layer = Layer(name="probe")
     assert [default_name(layer, index) for index in range(3)] == ["probe_metric", "probe_metric_1", "probe_metric_2"]

@@ -2,7 +2,7 @@
 
 import pytest
 
-from layers._names import check_name, snake_case, unique_name
+from layers._base._names import check_name, snake_case, unique_name
 
 
 @pytest.mark.parametrize(

@@ -10,9 +10,10 @@ import pytest
 
 import dtypepolicy as dp
 import layers
-from layers import _normalization, constraints, initializers, regularizers
-from layers._masking import get_mask
-from layers._normalization import LayerNormalization, RMSNormalization
+from layers import constraints, initializers, regularizers
+from layers._base._masking import get_mask
+from layers._builtin import _normalization
+from layers._builtin._normalization import LayerNormalization, RMSNormalization
 from tests._conformance import Case, check_layer
 from tests._tolerances import assert_close, tolerance
 

@@ -8,7 +8,7 @@ import pytest
 
 import dtypepolicy as dp
 from layers import Layer
-from layers._sequential import Sequential
+from layers._builtin._sequential import Sequential
 from tests._layers_for_tests import Linear, Recorder
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from layers._signature import FIRST_INPUT, build_parameters, build_plan, call_signature
+from layers._base._signature import FIRST_INPUT, build_parameters, build_plan, call_signature
 
 
 def test_call_signature_facts():

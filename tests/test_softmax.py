@@ -10,8 +10,8 @@ import pytest
 
 import dtypepolicy as dp
 from layers import Layer
-from layers._masking import attach_mask, get_mask
-from layers._softmax import Softmax
+from layers._base._masking import attach_mask, get_mask
+from layers._builtin._softmax import Softmax
 from tests._conformance import Case, check_layer
 from tests._tolerances import assert_close
 

@@ -9,7 +9,7 @@ import pytest
 import dtypepolicy as dp
 import layers
 from layers import Layer, UnmatchedPolicyKeyWarning
-from layers._summary import summary_rows, summary_text
+from layers._base._summary import summary_rows, summary_text
 from tests._layers_for_tests import Linear
 
 
@@ -151,7 +151,7 @@ def test_policy_map_explain_walks_a_real_model():
 
 
 def test_the_map_key_check_has_its_own_module_and_keeps_its_old_import_paths():
-    from layers import _policy_key_check, _summary
+    from layers._base import _policy_key_check, _summary
 
     assert layers.UnmatchedPolicyKeyWarning is _policy_key_check.UnmatchedPolicyKeyWarning
     assert _summary.UnmatchedPolicyKeyWarning is _policy_key_check.UnmatchedPolicyKeyWarning

@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from layers import Layer, _traced_losses
+from layers import Layer
+from layers._base import _traced_losses
 
 
 class CallableInCall(Layer):

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 import dtypepolicy as dp
-from layers import Dense, Layer, Sequential, _ownership
-from layers._tracking import TrackedDict, TrackedList, contains_state, iter_state, unique
+from layers import Dense, Layer, Sequential
+from layers._base import _ownership
+from layers._base._tracking import TrackedDict, TrackedList, contains_state, iter_state, unique
 from tests._layers_for_tests import Linear
 
 

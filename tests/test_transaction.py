@@ -7,7 +7,7 @@ import pytest
 
 import dtypepolicy as dp
 from layers import Layer
-from layers._transaction import CallTransaction, current, note_metric
+from layers._base._transaction import CallTransaction, current, note_metric
 from tests._layers_for_tests import Linear
 
 

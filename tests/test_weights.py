@@ -6,7 +6,7 @@ import pytest
 
 import dtypepolicy as dp
 from layers import Layer
-from layers._weights import check_set_weights
+from layers._base._weights import check_set_weights
 from tests._layers_for_tests import Linear
 
 
@@ -59,7 +59,7 @@ def test_add_weight_keeps_its_signature_for_introspection():
 
 
 def test_one_short_repr_serves_the_weight_and_input_messages():
-    from layers import _inputs, _weights
+    from layers._base import _inputs, _weights
 
     assert not hasattr(_weights, "_short_repr") and _weights.short_repr is _inputs.short_repr
     assert _inputs.short_repr("x" * 200).endswith("...") and len(_inputs.short_repr("x" * 200)) == 123

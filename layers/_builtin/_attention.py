@@ -9,13 +9,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from dtypepolicy import _numerics
-from layers import _shapes
-from layers._arguments import check_bool, check_positive_int, set_weight_arguments, weight_arguments_config
-from layers._dropout import Dropout
-from layers._einsum_dense import EinsumDense
-from layers._layer import Layer
-from layers._masking import get_mask
-from layers._training_flag import check_training
+from layers._base import _shapes
+from layers._base._layer import Layer
+from layers._base._masking import get_mask
+from layers._builtin._arguments import check_bool, check_positive_int, set_weight_arguments, weight_arguments_config
+from layers._builtin._dropout import Dropout
+from layers._builtin._einsum_dense import EinsumDense
+from layers._builtin._training_flag import check_training
 
 
 def _compatible(a: tuple, b: tuple) -> bool:

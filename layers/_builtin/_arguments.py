@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from layers import constraints, initializers, regularizers
-from layers._layer import Layer
+from layers._base._layer import Layer
 
 __all__ = [
     "check_bool",
@@ -119,7 +119,7 @@ def weight_arguments_config(layer: Layer, *prefixes: str) -> dict[str, Any]:
 
     Example:
       >>> from layers import Dense
-      >>> from layers._arguments import weight_arguments_config
+      >>> from layers._builtin._arguments import weight_arguments_config
       >>> config = weight_arguments_config(Dense(2, kernel_regularizer="l2"), "kernel")
       >>> config["kernel_initializer"]["class_name"], config["kernel_constraint"]
       ('GlorotUniform', None)

@@ -8,8 +8,8 @@ import jax
 import numpy as np
 
 from dtypepolicy import _numerics
-from layers._activation import floating_inputs
-from layers._layer import Layer
+from layers._base._layer import Layer
+from layers._builtin._activation import floating_inputs
 
 __all__ = ["Softmax"]
 

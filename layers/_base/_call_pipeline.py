@@ -21,8 +21,8 @@ from dtypepolicy import _context, _state
 from dtypepolicy._autocast import enter_autocast, leave_autocast
 from dtypepolicy._dtypes import is_float
 from dtypepolicy._strict import check_outputs, strict_mode
-from layers import _call_context, _inputs, _masking, _policy_key_check, _signature, _traced_losses, _transaction
-from layers._input_spec import check_input_spec
+from layers._base import _call_context, _inputs, _masking, _policy_key_check, _signature, _traced_losses, _transaction
+from layers._base._input_spec import check_input_spec
 
 
 def _first_argument(layer: Any, args: tuple, kwargs: dict) -> Any:

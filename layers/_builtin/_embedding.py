@@ -21,8 +21,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from layers._arguments import check_bool, check_positive_int, set_weight_arguments, weight_arguments_config
-from layers._layer import Layer
+from layers._base._layer import Layer
+from layers._builtin._arguments import check_bool, check_positive_int, set_weight_arguments, weight_arguments_config
 
 __all__ = ["Embedding"]
 

@@ -18,10 +18,10 @@ import numpy as np
 
 from dtypepolicy import _numerics
 from layers import activations
-from layers._arguments import set_weight_arguments, weight_arguments_config
-from layers._dense import cast_operands, project, restore_input_autocast
-from layers._input_spec import InputSpec
-from layers._layer import Layer
+from layers._base._input_spec import InputSpec
+from layers._base._layer import Layer
+from layers._builtin._arguments import set_weight_arguments, weight_arguments_config
+from layers._builtin._dense import cast_operands, project, restore_input_autocast
 
 __all__ = ["EinsumDense"]
 

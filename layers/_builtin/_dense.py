@@ -25,9 +25,9 @@ from dtypepolicy import _numerics
 from dtypepolicy._autocast import current_autocast_dtype
 from dtypepolicy._dtypes import is_float
 from layers import activations
-from layers._arguments import check_bool, check_positive_int, set_weight_arguments, weight_arguments_config
-from layers._input_spec import InputSpec
-from layers._layer import Layer
+from layers._base._input_spec import InputSpec
+from layers._base._layer import Layer
+from layers._builtin._arguments import check_bool, check_positive_int, set_weight_arguments, weight_arguments_config
 
 __all__ = ["Dense"]
 

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 from layers import _random
-from layers._initializer_base import RandomInitializer, check_finite_real
+from layers.initializers._base import RandomInitializer, check_finite_real
 
 __all__ = ["Orthogonal", "RandomNormal", "RandomUniform", "TruncatedNormal"]
 

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dtypepolicy import Variable
-from layers._inputs import short_repr
+from layers._base._inputs import short_repr
 
 
 def shape_first(add_weight: Callable) -> Callable:

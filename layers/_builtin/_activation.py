@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from layers import activations
-from layers._layer import Layer
+from layers._base._layer import Layer
 
 __all__ = ["Activation"]
 

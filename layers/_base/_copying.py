@@ -15,7 +15,7 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
-from layers import _ownership, _tracking
+from layers._base import _ownership, _tracking
 
 # Not part of a pickled or deep-copied layer: links to the layers tracking it, flags that
 # only mean something during a call or build, and the record of frozen variables (rebuilt).

@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from layers import _random
-from layers._layer import Layer
-from layers._training_flag import check_training
+from layers._base._layer import Layer
+from layers._builtin._training_flag import check_training
 
 __all__ = ["Dropout"]
 

@@ -11,7 +11,8 @@ import numpy as np
 
 import dtypepolicy as dp
 from dtypepolicy._dtypes import is_float, standardize_dtype
-from layers import (
+from layers import constraints, initializers, regularizers
+from layers._base import (
     _call_pipeline,
     _config,
     _copying,
@@ -24,11 +25,8 @@ from layers import (
     _tracking,
     _transaction,
     _weights,
-    constraints,
-    initializers,
-    regularizers,
 )
-from layers._metrics import Metric
+from layers._base._metrics import Metric
 
 # Framework attributes that hold state but must not be tracked as the layer's own state.
 _UNTRACKED = frozenset({"_parent_ref", "_own_variables", "_own_layers", "_losses", "_metrics_by_name"})

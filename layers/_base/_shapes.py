@@ -69,7 +69,7 @@ def _check_signature(args: tuple, kwargs: dict) -> None:
 
 def overrides_compute_output_shape(layer: Any) -> bool:
     """Whether the layer's class defines its own `compute_output_shape`."""
-    from layers._layer import Layer
+    from layers._base._layer import Layer
 
     return type(layer).compute_output_shape is not Layer.compute_output_shape
 
@@ -82,7 +82,7 @@ def _shape_arguments(layer: Any, args: tuple, kwargs: dict) -> tuple | None:
     """
     if any(not _is_struct_nest(value) for value in kwargs.values()):
         return None
-    from layers import _call_pipeline
+    from layers._base import _call_pipeline
 
     return _call_pipeline.parameter_shapes(layer, type(layer).compute_output_shape, args, kwargs)
 
@@ -101,7 +101,7 @@ def _from_output_shape(layer: Any, shape_arguments: tuple) -> Any:
 def _traced(layer: Any, args: tuple, kwargs: dict) -> Any:
     """Builds the layer if needed and traces `stateless_call` with `jax.eval_shape`."""
     if not layer.built:
-        from layers import _call_pipeline
+        from layers._base import _call_pipeline
 
         _call_pipeline.build_from_arguments(layer, args, kwargs)
     trainable, non_trainable = _current_values(layer)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from layers._layer import Layer
-from layers._layer_serialization import deserialize, serialize
+from layers._base._layer import Layer
+from layers._base._layer_serialization import deserialize, serialize
 
 
 class Sequential(Layer):

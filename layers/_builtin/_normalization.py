@@ -19,9 +19,10 @@ import numpy as np
 
 from dtypepolicy import _numerics
 from dtypepolicy._dtypes import is_float
-from layers._arguments import check_bool, check_int, check_real, set_weight_arguments, weight_arguments_config
-from layers._input_spec import InputSpec
-from layers._layer import Layer
+from layers._axes import check_axes_fit
+from layers._base._input_spec import InputSpec
+from layers._base._layer import Layer
+from layers._builtin._arguments import check_bool, check_int, check_real, set_weight_arguments, weight_arguments_config
 
 __all__ = ["LayerNormalization", "RMSNormalization"]
 
@@ -57,32 +58,6 @@ def add_parameter(layer: Layer, name: str, shape: tuple, trainable: bool = True,
         constraint=getattr(layer, f"{name}_constraint", None),
         name=name,
     )
-
-
-def check_axes_fit(owner: str, axes: tuple[int, ...], input_shape: Any) -> tuple[int, ...]:
-    """Resolves `axes` for `input_shape`: raises unless each is in range, distinct and of known size.
-
-    Returns:
-      The sizes of `input_shape` along `axes`, in the order of `axes`.
-    """
-    shape = tuple(input_shape)
-    rank = len(shape)
-    bad = [axis for axis in axes if not -rank <= axis < rank]
-    if bad:
-        raise ValueError(
-            f"{owner}: axis {bad[0]} is out of range for inputs of rank {rank} (input shape {shape}); "
-            f"expected axes in [{-rank}, {rank - 1}]."
-        )
-    positive = [axis % rank for axis in axes]
-    if len(set(positive)) != len(positive):
-        raise ValueError(f"{owner}: axes {list(axes)} name the same input axis twice for input shape {shape}.")
-    sizes = tuple(shape[axis] for axis in axes)
-    if any(size is None for size in sizes):
-        raise ValueError(
-            f"{owner}: the input dimensions along axes {list(axes)} must be known to create the weights, "
-            f"received input shape {shape}."
-        )
-    return sizes
 
 
 def _axis_config(axis: int | list[int]) -> int | list[int]:

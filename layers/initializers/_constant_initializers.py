@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from layers._initializer_base import Initializer, check_dtype, check_finite_real, check_shape
+from layers.initializers._base import Initializer, check_dtype, check_finite_real, check_shape
 
 __all__ = ["Constant", "Ones", "Zeros"]
 

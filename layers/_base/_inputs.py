@@ -10,7 +10,7 @@ import numpy as np
 
 from dtypepolicy import Variable
 from dtypepolicy._dtypes import is_float
-from layers._masking import carry_mask
+from layers._base._masking import carry_mask
 
 _NUMPY = (np.ndarray, np.generic)
 

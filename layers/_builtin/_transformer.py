@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from layers._attention import MultiHeadAttention
-from layers._dense import Dense
-from layers._dropout import Dropout
-from layers._layer import Layer
-from layers._normalization import LayerNormalization
+from layers._base._layer import Layer
+from layers._builtin._attention import MultiHeadAttention
+from layers._builtin._dense import Dense
+from layers._builtin._dropout import Dropout
+from layers._builtin._normalization import LayerNormalization
 
 
 def _offset(seed: int | None, offset: int) -> int | None:

@@ -26,11 +26,11 @@ from __future__ import annotations
 from typing import Any
 
 from layers import _random
-from layers._constant_initializers import Constant, Ones, Zeros
-from layers._initializer_base import Initializer
-from layers._random_initializers import Orthogonal, RandomNormal, RandomUniform, TruncatedNormal
 from layers._registry import Registry
-from layers._variance_scaling import (
+from layers.initializers._base import Initializer
+from layers.initializers._constant_initializers import Constant, Ones, Zeros
+from layers.initializers._random_initializers import Orthogonal, RandomNormal, RandomUniform, TruncatedNormal
+from layers.initializers._variance_scaling import (
     GlorotNormal,
     GlorotUniform,
     HeNormal,

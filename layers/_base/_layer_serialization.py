@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from layers._layer import Layer
+from layers._base._layer import Layer
 
 
 def serialize(layer: Layer) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 # The map-key check lived here first; its names stay importable from this module.
-from layers._policy_key_check import UnmatchedPolicyKeyWarning, warn_unmatched_keys
+from layers._base._policy_key_check import UnmatchedPolicyKeyWarning, warn_unmatched_keys
 
 __all__ = [
     "UnmatchedPolicyKeyWarning",

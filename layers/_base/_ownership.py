@@ -25,7 +25,7 @@ import sys
 import weakref
 from typing import Any
 
-from layers import _tracking
+from layers._base import _tracking
 
 
 def track(holder: Any, value: Any) -> None:

@@ -18,7 +18,7 @@ import jax
 
 import dtypepolicy as dp
 from dtypepolicy._context import scoped
-from layers import _metrics, _traced_losses
+from layers._base import _metrics, _traced_losses
 
 _current: ContextVar[CallTransaction | None] = ContextVar("layers_call_transaction", default=None)
 

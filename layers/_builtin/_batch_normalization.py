@@ -11,11 +11,12 @@ import numpy as np
 
 from dtypepolicy import _numerics
 from layers import initializers
-from layers._arguments import check_bool, check_int, check_real, set_weight_arguments, weight_arguments_config
-from layers._input_spec import InputSpec
-from layers._layer import Layer
-from layers._normalization import add_parameter, check_axes_fit, widen
-from layers._training_flag import check_training
+from layers._axes import check_axes_fit
+from layers._base._input_spec import InputSpec
+from layers._base._layer import Layer
+from layers._builtin._arguments import check_bool, check_int, check_real, set_weight_arguments, weight_arguments_config
+from layers._builtin._normalization import add_parameter, widen
+from layers._builtin._training_flag import check_training
 
 __all__ = ["BatchNormalization"]
 

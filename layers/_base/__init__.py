@@ -1,0 +1,1 @@
+"""The `Layer` base class and the mechanisms it uses (tracking, the call pipeline, copies, ...)."""

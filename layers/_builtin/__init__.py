@@ -1,0 +1,1 @@
+"""The built-in layers, one layer (or a close family) per module."""
