@@ -48,3 +48,19 @@ __all__ = [
     "regularizers",
     "serialize",
 ]
+
+# The training half needs the `train` extra (optax): imported on first use, so that
+# `import layers` works without it.
+_TRAINING_FAMILIES = ("losses", "optimizers", "training")
+
+
+def __getattr__(name: str):
+    if name in _TRAINING_FAMILIES:
+        import importlib
+
+        return importlib.import_module(f"layers.{name}")
+    raise AttributeError(f"module 'layers' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*__all__, *_TRAINING_FAMILIES])
