@@ -49,6 +49,37 @@ def _log_probabilities(output: jax.Array, from_logits: bool, axis: int) -> jax.A
     return jnp.log(jnp.clip(output, EPSILON, 1.0 - EPSILON))
 
 
+# The formulas, on checked arrays, in the dtype of `output` (the ops pass it widened to float32 and
+# cast the result back; `layers.losses` keeps the float32 result).
+
+
+def binary_crossentropy_formula(target: jax.Array, output: jax.Array, from_logits: bool) -> jax.Array:
+    """Elementwise binary cross-entropy of `output` (probabilities or logits), in `output`'s dtype."""
+    target = target.astype(output.dtype)
+    if from_logits:
+        return -target * jax.nn.log_sigmoid(output) - (1 - target) * jax.nn.log_sigmoid(-output)
+    p = jnp.clip(output, EPSILON, 1.0 - EPSILON)
+    return -(target * jnp.log(p) + (1 - target) * jnp.log1p(-p))
+
+
+def categorical_crossentropy_formula(target: jax.Array, output: jax.Array, from_logits: bool, axis: int) -> jax.Array:
+    """`-sum(target * log p)` along a non-negative `axis`, in `output`'s dtype."""
+    log_p = _log_probabilities(output, from_logits, axis)
+    return -jnp.sum(target.astype(output.dtype) * log_p, axis=axis)
+
+
+def sparse_categorical_crossentropy_formula(
+    target: jax.Array, output: jax.Array, from_logits: bool, axis: int
+) -> jax.Array:
+    """`-log p[target]` along a non-negative `axis`, in `output`'s dtype.
+
+    `target` holds integer class ids, of `output`'s shape without `axis`; one outside `[0, num_classes)` gives 0.
+    """
+    log_p = _log_probabilities(output, from_logits, axis)
+    one_hot = jax.nn.one_hot(target, output.shape[axis], dtype=output.dtype, axis=axis)
+    return -jnp.sum(one_hot * log_p, axis=axis)
+
+
 def _same_shapes(target: jax.Array, output: jax.Array, function: str) -> None:
     if target.shape != output.shape:
         raise ValueError(
@@ -69,14 +100,7 @@ def binary_crossentropy(target: Any, output: Any, from_logits: bool = False) -> 
     predictions = _floating(output, "binary_crossentropy")
     labels = _array(target, "binary_crossentropy")
     _same_shapes(labels, predictions, "binary_crossentropy")
-    wide = _wide(predictions)
-    labels = labels.astype(wide.dtype)
-    if from_logits:
-        loss = -labels * jax.nn.log_sigmoid(wide) - (1 - labels) * jax.nn.log_sigmoid(-wide)
-    else:
-        p = jnp.clip(wide, EPSILON, 1.0 - EPSILON)
-        loss = -(labels * jnp.log(p) + (1 - labels) * jnp.log1p(-p))
-    return loss.astype(predictions.dtype)
+    return binary_crossentropy_formula(labels, _wide(predictions), from_logits).astype(predictions.dtype)
 
 
 def categorical_crossentropy(target: Any, output: Any, from_logits: bool = False, axis: int = -1) -> jax.Array:
@@ -98,9 +122,7 @@ def categorical_crossentropy(target: Any, output: Any, from_logits: bool = False
             f"ops.categorical_crossentropy: output must have rank >= 1, received shape {predictions.shape}."
         )
     axis = _axis(axis, predictions.ndim, predictions.shape, "categorical_crossentropy")
-    wide = _wide(predictions)
-    log_p = _log_probabilities(wide, from_logits, axis)
-    return (-jnp.sum(labels.astype(wide.dtype) * log_p, axis=axis)).astype(predictions.dtype)
+    return categorical_crossentropy_formula(labels, _wide(predictions), from_logits, axis).astype(predictions.dtype)
 
 
 def sparse_categorical_crossentropy(target: Any, output: Any, from_logits: bool = False, axis: int = -1) -> jax.Array:
@@ -133,10 +155,9 @@ def sparse_categorical_crossentropy(target: Any, output: Any, from_logits: bool 
             f"ops.sparse_categorical_crossentropy: target of shape {labels.shape} does not match output of shape "
             f"{predictions.shape} without its class axis {axis}; expected {expected}."
         )
-    wide = _wide(predictions)
-    log_p = _log_probabilities(wide, from_logits, axis)
-    labels = jax.nn.one_hot(labels, predictions.shape[axis], dtype=wide.dtype, axis=axis)
-    return (-jnp.sum(labels * log_p, axis=axis)).astype(predictions.dtype)
+    return sparse_categorical_crossentropy_formula(labels, _wide(predictions), from_logits, axis).astype(
+        predictions.dtype
+    )
 
 
 def in_top_k(targets: Any, predictions: Any, k: int) -> jax.Array:
