@@ -177,7 +177,9 @@ def save_checkpoint(path: str | os.PathLike, tree: Any, metadata: Any = None) ->
     try:
         user = json.dumps(metadata, default=_json_default, allow_nan=False)
     except (TypeError, ValueError) as error:
-        raise TypeError(f"save_checkpoint: metadata must be JSON-serializable, received {metadata!r} ({error}).") from None
+        raise TypeError(
+            f"save_checkpoint: metadata must be JSON-serializable, received {metadata!r} ({error})."
+        ) from None
     header["__metadata__"] = {
         "format": FORMAT,
         "version": str(VERSION),
@@ -301,7 +303,9 @@ def _restore(path: str | os.PathLike, like: Any, what: str) -> Any:
     record, leaves, data = _read(path)
     entries = {entry["name"]: entry for entry in leaves}
     if like is None:
-        return _rebuild(json.loads(record["structure"]), {n: _load_leaf(path, e, data) for n, e in entries.items()}, path)
+        return _rebuild(
+            json.loads(record["structure"]), {n: _load_leaf(path, e, data) for n, e in entries.items()}, path
+        )
 
     flat, treedef = jax.tree_util.tree_flatten_with_path(like, is_leaf=_is_variable)
     problems, names = [], []
