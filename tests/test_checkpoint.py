@@ -314,6 +314,15 @@ def test_a_process_killed_mid_save_leaves_the_previous_checkpoint_intact(tmp_pat
     assert len(leftovers) == 1 and leftovers[0].startswith(".c.ckpt.") and leftovers[0].endswith(".tmp")
 
 
+def test_the_file_gets_the_permissions_open_would_give(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        save_checkpoint(tmp_path / "c.ckpt", {"a": np.zeros(3)})
+    finally:
+        os.umask(umask)
+    assert os.stat(tmp_path / "c.ckpt").st_mode & 0o777 == 0o644
+
+
 def test_overwriting_replaces_the_whole_checkpoint(tmp_path):
     save_checkpoint(tmp_path / "c.ckpt", {"a": np.zeros(3), "b": np.ones(2)})
     save_checkpoint(tmp_path / "c.ckpt", {"a": np.ones(3)})

@@ -19,8 +19,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import struct
-import tempfile
 import zlib
 from typing import Any
 
@@ -128,6 +128,18 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{value!r} of type {type(value).__name__} is not JSON-serializable")
 
 
+def _create_temporary(directory: str, name: str) -> tuple[int, str]:
+    """A new hidden file next to the target; mode 0o666 less the umask, as open() gives (mkstemp gives 0o600)."""
+    while True:
+        temporary = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(
+                temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666
+            ), temporary
+        except FileExistsError:
+            continue
+
+
 def save_checkpoint(path: str | os.PathLike, tree: Any, metadata: Any = None) -> None:
     """Saves a pytree of arrays to the file `path`, every leaf's bits exact, atomically.
 
@@ -190,7 +202,7 @@ def save_checkpoint(path: str | os.PathLike, tree: Any, metadata: Any = None) ->
     encoded = json.dumps(header, ensure_ascii=False).encode("utf-8")
     encoded += b" " * (-len(encoded) % 8)
 
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    handle, temporary = _create_temporary(directory, os.path.basename(path))
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(struct.pack("<Q", len(encoded)))
