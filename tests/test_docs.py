@@ -63,6 +63,11 @@ MODULES = [
     "layers._keras_nn_ops",
     "layers._keras_core_ops",
     "layers._keras_loss_ops",
+    "layers.losses",
+    "layers.losses._base",
+    "layers.losses._regression",
+    "layers.losses._probabilistic",
+    "layers.losses._lookup",
 ]
 
 
