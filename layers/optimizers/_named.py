@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import optax
 
 from layers.optimizers import _arguments, _rules
@@ -25,9 +27,23 @@ class _Named(Optimizer):
         pieces = list(rule)
         if self.weight_decay:
             pieces.append(optax.add_decayed_weights(self.weight_decay))
-        pieces.append(optax.scale_by_learning_rate(lr))
+        pieces.append(optax.scale_by_learning_rate(_schedule(lr) if callable(lr) else lr))
         super().__init__(optax.chain(*pieces), **common)
-        self._learning_rate = lr
+        self._learning_rate = _schedule(lr) if callable(lr) else lr
+
+
+def _schedule(schedule: Callable) -> Callable:
+    """`schedule` called with the int32 step count, its result a float32 scalar.
+
+    optax's own schedules mix their float constants with the int32 count, which JAX's strict
+    promotion refuses; the schedule is the user's code, so it runs under standard promotion.
+    """
+
+    def rate(count: Any) -> Any:
+        with jax.numpy_dtype_promotion("standard"):
+            return jnp.asarray(schedule(count), jnp.float32)
+
+    return rate
 
 
 def _common(clipnorm: Any, clipvalue: Any, global_clipnorm: Any, gradient_accumulation_steps: Any, name: Any) -> dict:
