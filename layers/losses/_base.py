@@ -34,6 +34,8 @@ __all__ = [
     "check_bool",
     "check_label_smoothing",
     "check_reduction",
+    "normalize_axis",
+    "numeric_array",
     "predictions",
     "reduce_weighted",
     "targets",
@@ -96,7 +98,8 @@ def _snake_case(name: str) -> str:
 # --- inputs ------------------------------------------------------------------------------------
 
 
-def _array(x: Any, where: str, name: str) -> jax.Array:
+def numeric_array(x: Any, where: str, name: str) -> jax.Array:
+    """`x` (a Variable is read) as a real array; a TypeError naming `name` and the value otherwise."""
     value = _read(x)
     try:
         array = jnp.asarray(value)
@@ -113,7 +116,7 @@ def _array(x: Any, where: str, name: str) -> jax.Array:
 
 def predictions(y_pred: Any, where: str) -> jax.Array:
     """`y_pred` in the dtype losses compute in: float32 for 8/16/32-bit and integer inputs, float64 kept."""
-    array = _array(y_pred, where, "y_pred")
+    array = numeric_array(y_pred, where, "y_pred")
     if jnp.issubdtype(array.dtype, jnp.floating) and array.dtype.itemsize >= 8:
         return array
     return array.astype(jnp.float32)
@@ -121,7 +124,7 @@ def predictions(y_pred: Any, where: str) -> jax.Array:
 
 def targets(y_true: Any, dtype: Any, where: str) -> jax.Array:
     """`y_true` cast to the predictions' compute dtype (Keras casts labels to the loss dtype)."""
-    return _array(y_true, where, "y_true").astype(dtype)
+    return numeric_array(y_true, where, "y_true").astype(dtype)
 
 
 def align_ranks(y_true: jax.Array, y_pred: jax.Array, where: str) -> tuple[jax.Array, jax.Array]:
@@ -158,7 +161,7 @@ def _sample_weight(sample_weight: Any, shape: tuple[int, ...], dtype: Any, where
     # A weight of lower rank lines up with the leading (batch) axes, so per-sample weights apply to
     # every time step of a (batch, time) loss. Keras lines them up with the trailing axes, which
     # fails or, when batch == time, weights the wrong entries.
-    weight = _array(sample_weight, where, "sample_weight").astype(dtype)
+    weight = numeric_array(sample_weight, where, "sample_weight").astype(dtype)
     if weight.ndim == len(shape) + 1 and weight.shape[-1] == 1:
         weight = jnp.squeeze(weight, -1)
     fits = weight.ndim <= len(shape) and all(w in (1, s) for w, s in zip(weight.shape, shape, strict=False))
@@ -250,7 +253,7 @@ class Loss(Configurable):
         """
         where = type(self).__name__
         y_pred = predictions(y_pred, where)
-        y_true = targets(y_true, y_pred.dtype, where) if self._cast_targets else _array(y_true, where, "y_true")
+        y_true = targets(y_true, y_pred.dtype, where) if self._cast_targets else numeric_array(y_true, where, "y_true")
         values, mask = self._values(y_true, y_pred)
         return reduce_weighted(values.astype(y_pred.dtype), sample_weight, mask, self.reduction, where)
 

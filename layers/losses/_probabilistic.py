@@ -29,12 +29,12 @@ from layers._keras_loss_ops import (
 )
 from layers.losses._base import (
     Loss,
-    _array,
     align_ranks,
     check_axis,
     check_bool,
     check_label_smoothing,
     normalize_axis,
+    numeric_array,
     predictions,
     targets,
 )
@@ -90,7 +90,7 @@ def _cce(y_true: Any, y_pred: Any, from_logits: bool, label_smoothing: float, ax
 
 
 def _class_ids(y_true: Any, y_pred: jax.Array, axis: int, where: str) -> jax.Array:
-    labels = _array(y_true, where, "y_true")
+    labels = numeric_array(y_true, where, "y_true")
     # Keras accepts float labels holding integers and casts them, as here.
     labels = labels.astype(jnp.int32)
     if labels.ndim == y_pred.ndim and labels.ndim and labels.shape[axis] == 1:
