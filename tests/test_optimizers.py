@@ -2,6 +2,8 @@
 
 import doctest
 import importlib
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -531,9 +533,12 @@ def test_loss_scaling_with_float16_values_under_jit_stays_finite():
 # --- jit and the stateful form -----------------------------------------------------------------
 
 
-def test_stateful_apply_under_jit_raises_a_clear_error_and_leaks_nothing():
+@pytest.mark.parametrize(
+    "make", [optimizers.Adam, lambda: optimizers.LossScaleOptimizer(optimizers.SGD())], ids=["Adam", "LossScale"]
+)
+def test_stateful_apply_under_jit_raises_a_clear_error_and_leaks_nothing(make):
     w = dp.Variable(jnp.ones(()))
-    opt = optimizers.Adam()
+    opt = make()
 
     @jax.jit
     def bad(g):
@@ -645,6 +650,12 @@ def test_bad_stateless_arguments():
     accumulating = optimizers.SGD(gradient_accumulation_steps=2)
     with pytest.raises(ValueError, match="gradient_accumulation_steps"):
         accumulating.stateless_apply(opt.init([jnp.ones(2)]), [jnp.ones(2)], [jnp.ones(2)])
+
+
+def test_import_layers_and_dtypepolicy_without_optax():
+    code = "import sys; sys.modules['optax'] = None; import dtypepolicy, layers; print('ok')"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert result.stdout.strip() == "ok", result.stderr
 
 
 # --- the docstring examples of these modules ---------------------------------------------------
