@@ -354,10 +354,7 @@ class Optimizer:
         micro_step = acc.micro_step + 1
 
         def update(_: Any) -> tuple[list, OptimizerState]:
-            # Divided by the (traced) micro-step count, equal to `steps` here: XLA would turn division by
-            # the constant into multiplication by its rounded reciprocal, and 6 / 3 would not be 2.
-            means = [s / micro_step.astype(s.dtype) for s in sums]
-            new_values, inner = self._update(layout, state.inner, means, maxima, values)
+            new_values, inner = self._update(layout, state.inner, [s / steps for s in sums], maxima, values)
             cleared = AccumulationState(
                 jnp.zeros((), jnp.int32), [jnp.zeros_like(s) for s in sums], [_lowest(m) for m in maxima]
             )
