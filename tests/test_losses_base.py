@@ -8,7 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dtypepolicy as dp
+import layers
 from layers import losses
+from layers._base._masking import attach_mask
 from tests._tolerances import assert_close
 
 RNG = np.random.default_rng(8)
@@ -200,3 +202,42 @@ def test_any_shape_reduction_and_weight_rank_matches_numpy(batch, steps, reducti
     expected = _reference(np.square(y_true.astype(np.float64) - y_pred), reduction, weight)
     assert out.dtype == jnp.float32 and out.shape == np.shape(expected)
     assert_close(out, expected, "float32")
+
+
+def test_a_mask_attached_to_the_predictions_leaves_those_entries_out_as_in_keras():
+    model = layers.Sequential([layers.Embedding(10, 4, mask_zero=True), layers.Dense(3)], dtype="mixed_bfloat16")
+    tokens = np.array([[1, 2, 0, 0], [3, 0, 0, 0]])  # 0 is padding: 3 real steps out of 8
+    labels = np.array([[0, 1, 2, 2], [1, 0, 0, 0]])
+    keep = tokens != 0
+    logits = model(tokens)
+    seen = np.asarray(logits, np.float64)
+    log_p = seen - np.log(np.exp(seen).sum(-1, keepdims=True))
+    per_step = -np.take_along_axis(log_p, labels[..., None], -1)[..., 0]
+    loss = losses.SparseCategoricalCrossentropy(from_logits=True)
+    assert_close(loss(labels, logits), per_step[keep].mean(), "float32")
+    w = np.array([2.0, 0.5], np.float32)
+    weighted = per_step * w[:, None] * keep
+    assert_close(loss(labels, logits, w), weighted.sum() / keep.sum(), "float32")
+    by_weight = losses.SparseCategoricalCrossentropy(from_logits=True, reduction="mean_with_sample_weight")
+    assert_close(by_weight(labels, logits, w), weighted.sum() / (keep * w[:, None]).sum(), "float32")
+    # With ignore_class too, both masks apply; and the same inside one jitted function.
+    both = losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=2)
+    kept = keep & (labels != 2)
+    assert_close(both(labels, logits), per_step[kept].mean(), "float32")
+    jitted = jax.jit(lambda t, x: both(t, model(x)))(labels, tokens)
+    assert_close(jitted, per_step[kept].mean(), "float32")
+    # A per-step MSE over the 3 outputs takes the (batch, steps) mask as well.
+    mse = losses.MeanSquaredError()(np.zeros((2, 4, 3)), logits)
+    assert_close(mse, (seen**2).mean(-1)[keep].mean(), "float32")
+
+
+def test_an_attached_mask_that_does_not_fit_the_values_is_an_error():
+    # A (2, 3) mask on (2, 3) predictions, but MSE averages the last axis: values of shape (2,).
+    y_pred = jnp.ones((2, 3))
+    attach_mask(y_pred, jnp.ones((2, 3), bool))
+    with pytest.raises(
+        ValueError,
+        match=r"MeanSquaredError: the mask attached to y_pred of shape \(2, 3\) does not fit the per-sample losses "
+        r"of shape \(2,\)",
+    ):
+        losses.MeanSquaredError()(np.zeros((2, 3)), y_pred)

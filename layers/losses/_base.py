@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from layers._base._masking import get_mask
 from layers._registry import Configurable
 from layers.ops import _read
 
@@ -157,17 +158,17 @@ def normalize_axis(axis: int, ndim: int, shape: tuple[int, ...], where: str) -> 
 # --- reduction ---------------------------------------------------------------------------------
 
 
-def _sample_weight(sample_weight: Any, shape: tuple[int, ...], dtype: Any, where: str) -> jax.Array:
-    # A weight of lower rank lines up with the leading (batch) axes, so per-sample weights apply to
-    # every time step of a (batch, time) loss. Keras lines them up with the trailing axes, which
-    # fails or, when batch == time, weights the wrong entries.
-    weight = numeric_array(sample_weight, where, "sample_weight").astype(dtype)
+def _fit(array: Any, shape: tuple[int, ...], dtype: Any, where: str, what: str) -> jax.Array:
+    # A weight (or mask) of lower rank lines up with the leading (batch) axes, so per-sample weights
+    # apply to every time step of a (batch, time) loss. Keras lines them up with the trailing axes,
+    # which fails or, when batch == time, weights the wrong entries.
+    weight = numeric_array(array, where, what).astype(dtype)
     if weight.ndim == len(shape) + 1 and weight.shape[-1] == 1:
         weight = jnp.squeeze(weight, -1)
     fits = weight.ndim <= len(shape) and all(w in (1, s) for w, s in zip(weight.shape, shape, strict=False))
     if not fits:
         raise ValueError(
-            f"{where}: sample_weight of shape {weight.shape} does not fit the per-sample losses of shape {shape}; "
+            f"{where}: {what} of shape {weight.shape} does not fit the per-sample losses of shape {shape}; "
             f"expected a scalar or a shape that matches their leading axes, such as {shape[:1]} or {shape}."
         )
     return weight.reshape(weight.shape + (1,) * (len(shape) - weight.ndim))
@@ -193,9 +194,9 @@ def reduce_weighted(
     the sum of the weights (broadcast to the values' shape), and `"none"`/None the weighted values.
     A zero divisor gives 0, not NaN.
     """
-    weight = None if sample_weight is None else _sample_weight(sample_weight, values.shape, values.dtype, where)
+    weight = None if sample_weight is None else _fit(sample_weight, values.shape, values.dtype, where, "sample_weight")
     if mask is not None:
-        mask = mask.astype(values.dtype)
+        mask = _fit(mask, values.shape, values.dtype, where, "the mask")
         weight = mask if weight is None else weight * mask
     weighted = values if weight is None else values * weight
     if reduction is None or reduction == "none":
@@ -218,7 +219,9 @@ class Loss(Configurable):
 
     Subclasses implement `call(y_true, y_pred)`, returning per-sample values (one per sample, or
     per sample and time step); `__call__` hands it `y_pred` in float32 (float64 stays float64) and
-    `y_true` cast to the same dtype, then weights and reduces the values in that dtype.
+    `y_true` cast to the same dtype, then weights and reduces the values in that dtype. A mask
+    attached to `y_pred` (from `Embedding(mask_zero=True)` upstream) leaves the masked entries out
+    of the sum and of the count `"sum_over_batch_size"` divides by, as in Keras.
 
     Args:
       name: a name for the loss; defaults to the class name in snake_case.
@@ -252,10 +255,17 @@ class Loss(Configurable):
             dropped.
         """
         where = type(self).__name__
+        # As in Keras, a mask attached to the predictions (by Embedding(mask_zero=True) upstream)
+        # leaves the masked entries out, like ignore_class does.
+        attached = get_mask(y_pred)
         y_pred = predictions(y_pred, where)
         y_true = targets(y_true, y_pred.dtype, where) if self._cast_targets else numeric_array(y_true, where, "y_true")
         values, mask = self._values(y_true, y_pred)
-        return reduce_weighted(values.astype(y_pred.dtype), sample_weight, mask, self.reduction, where)
+        values = values.astype(y_pred.dtype)
+        if attached is not None:
+            attached = _fit(attached, values.shape, jnp.bool_, where, "the mask attached to y_pred")
+            mask = attached if mask is None else _fit(mask, values.shape, jnp.bool_, where, "the mask") & attached
+        return reduce_weighted(values, sample_weight, mask, self.reduction, where)
 
     def _values(self, y_true: jax.Array, y_pred: jax.Array) -> tuple[jax.Array, jax.Array | None]:
         # The per-sample values and the mask of entries that count (None: all of them).
