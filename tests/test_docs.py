@@ -68,6 +68,13 @@ MODULES = [
     "layers.losses._regression",
     "layers.losses._probabilistic",
     "layers.losses._lookup",
+    "layers.optimizers",
+    "layers.optimizers._base",
+    "layers.optimizers._named",
+    "layers.optimizers._loss_scale",
+    "layers.training._checkpoint",
+    "layers.training._layer_checkpoint",
+    "layers.training._train_step",
 ]
 
 
@@ -106,6 +113,14 @@ def _public_objects():
     for module in (dp.float8, dp.loss_scale):
         for name in module.__all__:
             yield f"{module.__name__}.{name}", getattr(module, name)
+    for module in (layers.optimizers, layers.losses, layers.training):
+        for name in module.__all__:
+            obj = getattr(module, name)
+            yield f"{module.__name__}.{name}", obj
+            if isinstance(obj, type):
+                for attr, member in vars(obj).items():
+                    if not attr.startswith("_") and (callable(member) or isinstance(member, property)):
+                        yield f"{module.__name__}.{name}.{attr}", member
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,5 @@
 """layers.optimizers against the Keras 3 update rules written out in float64 NumPy."""
 
-import doctest
-import importlib
 import subprocess
 import sys
 
@@ -656,16 +654,3 @@ def test_import_layers_and_dtypepolicy_without_optax():
     code = "import sys; sys.modules['optax'] = None; import dtypepolicy, layers; print('ok')"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert result.stdout.strip() == "ok", result.stderr
-
-
-# --- the docstring examples of these modules ---------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "name",
-    ["layers.optimizers", "layers.optimizers._base", "layers.optimizers._named", "layers.optimizers._loss_scale"],
-)
-def test_docstring_examples_run(name):
-    module = importlib.import_module(name)
-    result = doctest.testmod(module, extraglobs={"jnp": jnp, "np": np, "dp": dp}, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0

@@ -1,0 +1,214 @@
+"""A jitted train step for any layer, loss and optimizer: `TrainState` and `make_train_step`.
+
+The step is a pure function of a `TrainState` and a batch. It runs the model through
+`stateless_call` (so BatchNormalization statistics and Dropout keys come back as new
+non-trainable values), adds the model's regularization losses to the loss, takes gradients
+with respect to the trainable values, and hands them to the optimizer's `stateless_apply`.
+Loss scaling is turned on automatically when any layer of the model computes in float16.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from layers import losses as _losses
+from layers._base._layer import Layer
+from layers.losses._base import reduce_weighted
+from layers.optimizers import LossScaleOptimizer, Optimizer
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainState:
+    """Everything a train step reads and returns, as a pytree.
+
+    Attributes:
+      trainable: the values of `model.trainable_variables`, in that order (storage dtypes).
+      non_trainable: the values of `model.non_trainable_variables` (statistics, RNG state).
+      optimizer: the optimizer's state (the loss scale's too, when loss scaling is on).
+      step: the number of steps taken, an int32 scalar.
+    """
+
+    trainable: list
+    non_trainable: list
+    optimizer: Any
+    step: jax.Array
+
+
+jax.tree_util.register_dataclass(
+    TrainState, data_fields=[field.name for field in dataclasses.fields(TrainState)], meta_fields=[]
+)
+
+
+def computes_in_float16(model: Layer) -> bool:
+    """Whether any layer in `model` (itself included) computes in float16."""
+    return any(layer.compute_dtype == "float16" for layer in [model, *model.sublayers()])
+
+
+def _batch_parts(batch: Any) -> tuple[Any, Any, Any]:
+    if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
+        raise TypeError(
+            f"A batch must be a tuple (x, y) or (x, y, sample_weight), received {type(batch).__name__}"
+            + (f" of length {len(batch)}." if isinstance(batch, (tuple, list)) else ".")
+        )
+    x, y, *rest = batch
+    return x, y, rest[0] if rest else None
+
+
+class TrainStep:
+    """The pure train step of one model, loss and optimizer; made by `make_train_step`.
+
+    Call it as `state, metrics = step(state, batch)`: a pure function, meant for `jax.jit`
+    (`step.jitted` is one, donating the old state's buffers). `init_state()` reads the model's
+    variables into a first `TrainState`; `write_back(state)` assigns a state's values to them.
+
+    Attributes:
+      model: the layer being trained (built on the first `init_state` call if needed).
+      loss: the loss function, `loss(y_true, y_pred, sample_weight) -> float32 scalar`.
+      optimizer: the optimizer the step applies; a `LossScaleOptimizer` around the one given
+        when loss scaling was turned on.
+      loss_scaling: whether gradients are loss-scaled.
+    """
+
+    def __init__(self, model: Layer, loss: Callable[..., Any], optimizer: Optimizer, loss_scaling: bool) -> None:
+        self.model = model
+        self.loss = loss
+        self.loss_scaling = loss_scaling
+        if loss_scaling and not isinstance(optimizer, LossScaleOptimizer):
+            optimizer = LossScaleOptimizer(optimizer)
+        self.optimizer = optimizer
+        self.jitted = jax.jit(self.__call__, donate_argnums=0)
+
+    def _check_built(self) -> None:
+        if not self.model.built:
+            raise ValueError(
+                f"Model {self.model.name!r} is not built: call it once on example inputs (or call build) "
+                f"before making its train state."
+            )
+
+    def init_state(self) -> TrainState:
+        """A first state from the model's variables (raw storage, never the autocast read)."""
+        self._check_built()
+        trainable = [v._read_storage() for v in self.model.trainable_variables]
+        non_trainable = [v._read_storage() for v in self.model.non_trainable_variables]
+        self.optimizer.build(self.model.trainable_variables)
+        return TrainState(trainable, non_trainable, self.optimizer.init(trainable), jnp.zeros((), jnp.int32))
+
+    def write_back(self, state: TrainState) -> None:
+        """Assigns the state's trainable and non-trainable values to the model's variables."""
+        variables = self.model.trainable_variables + self.model.non_trainable_variables
+        values = list(state.trainable) + list(state.non_trainable)
+        if len(values) != len(variables):
+            raise ValueError(
+                f"This state holds {len(values)} values but model {self.model.name!r} has {len(variables)} "
+                f"trainable and non-trainable variables."
+            )
+        for variable, value in zip(variables, values, strict=True):
+            variable.assign(value)
+
+    def _objective(self, trainable: list, state: TrainState, x: Any, y: Any, weight: Any, training: bool) -> Any:
+        outputs, non_trainable, extra = self.model.stateless_call(
+            trainable, state.non_trainable, x, training=training, return_losses=True
+        )
+        value = jnp.asarray(self.loss(y, outputs, weight), jnp.float32)
+        regularization = sum((jnp.asarray(term, jnp.float32) for term in extra), jnp.zeros((), jnp.float32))
+        total = value + regularization
+        return total, (value, non_trainable)
+
+    def __call__(self, state: TrainState, batch: Any) -> tuple[TrainState, dict[str, jax.Array]]:
+        x, y, weight = _batch_parts(batch)
+
+        def scaled(trainable: list) -> tuple[Any, Any]:
+            total, aux = self._objective(trainable, state, x, y, weight, training=True)
+            if self.loss_scaling:
+                return self.optimizer.scale_loss(total, state.optimizer), (total, aux)
+            return total, (total, aux)
+
+        grads, (total, (value, non_trainable)) = jax.grad(scaled, has_aux=True)(list(state.trainable))
+        trainable, optimizer_state = self.optimizer.stateless_apply(state.optimizer, grads, list(state.trainable))
+        metrics = {"loss": total, "data_loss": value}
+        if self.loss_scaling:
+            metrics["loss_scale"] = optimizer_state.loss_scale.loss_scale
+        return TrainState(trainable, non_trainable, optimizer_state, state.step + 1), metrics
+
+    def evaluate(self, state: TrainState, batch: Any) -> dict[str, jax.Array]:
+        """The loss of `batch` in inference mode (`training=False`); changes nothing."""
+        x, y, weight = _batch_parts(batch)
+        total, (value, _) = self._objective(list(state.trainable), state, x, y, weight, training=False)
+        return {"loss": total, "data_loss": value}
+
+
+def make_train_step(
+    model: Layer, loss: Any, optimizer: Optimizer, *, loss_scaling: bool | str = "auto"
+) -> TrainStep:
+    """Builds the pure train step of `model` with `loss` and `optimizer`.
+
+    Args:
+      model: a built layer (any `Layer`, a `Sequential`, a custom model).
+      loss: a loss from `layers.losses`, its name (`"mse"`), or any `loss(y_true, y_pred,
+        sample_weight)` callable returning a scalar.
+      optimizer: an optimizer from `layers.optimizers` (not yet built for another model).
+      loss_scaling: `"auto"` (on when any layer of the model computes in float16, whatever the
+        model's own policy), True or False.
+
+    Returns:
+      A `TrainStep`: `state, metrics = step(state, batch)`, pure and jit-able.
+
+    Example:
+      >>> import layers
+      >>> from layers import optimizers, training
+      >>> model = layers.Dense(1)
+      >>> _ = model(jnp.ones((4, 2)))
+      >>> step = training.make_train_step(model, "mse", optimizers.SGD(0.1))
+      >>> state = step.init_state()
+      >>> state, metrics = step.jitted(state, (jnp.ones((4, 2)), jnp.zeros((4, 1))))
+      >>> int(state.step), metrics["loss"].dtype
+      (1, dtype('float32'))
+    """
+    if not isinstance(model, Layer):
+        raise TypeError(f"make_train_step expects a Layer as the model, received {type(model).__name__}.")
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(
+            f"make_train_step expects an optimizer from layers.optimizers, received {type(optimizer).__name__}; "
+            f"wrap an optax transform as layers.optimizers.Optimizer(transform)."
+        )
+    if loss_scaling == "auto":
+        scaling = computes_in_float16(model)
+    elif isinstance(loss_scaling, bool):
+        scaling = loss_scaling
+    else:
+        raise ValueError(f"loss_scaling must be 'auto', True or False, received {loss_scaling!r}.")
+    return TrainStep(model, scalar_loss(loss), optimizer, scaling)
+
+
+def make_eval_step(model: Layer, loss: Any) -> Callable[[TrainState, Any], dict[str, jax.Array]]:
+    """A pure `eval_step(state, batch) -> metrics` in inference mode, for states of `make_train_step`."""
+    if not isinstance(model, Layer):
+        raise TypeError(f"make_eval_step expects a Layer as the model, received {type(model).__name__}.")
+    step = TrainStep.__new__(TrainStep)
+    step.model, step.loss, step.loss_scaling = model, scalar_loss(loss), False
+    return step.evaluate
+
+
+def scalar_loss(loss: Any) -> Callable[[Any, Any, Any], jax.Array]:
+    """`loss(y_true, y_pred, sample_weight) -> float32 scalar` for a loss, its name or a function.
+
+    A `Loss` reduces itself; a function giving per-sample values (`layers.losses.mse`, or the
+    user's own) is weighted and averaged over the batch, as Keras does with a function loss.
+    """
+    resolved = _losses.get(loss) if isinstance(loss, (str, dict)) else loss
+    if isinstance(resolved, _losses.Loss):
+        return lambda y_true, y_pred, weight: resolved(y_true, y_pred, sample_weight=weight)
+    if not callable(resolved):
+        raise TypeError(f"loss must be a loss from layers.losses, its name or a callable, received {loss!r}.")
+
+    def reduced(y_true: Any, y_pred: Any, weight: Any) -> jax.Array:
+        values = jnp.asarray(resolved(y_true, y_pred))
+        values = values.astype(jnp.float32) if values.dtype != jnp.float64 else values
+        return reduce_weighted(values, weight, where="the train step's loss")
+
+    return reduced
