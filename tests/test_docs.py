@@ -75,6 +75,7 @@ MODULES = [
     "layers.training._checkpoint",
     "layers.training._layer_checkpoint",
     "layers.training._train_step",
+    "layers.training._fit",
 ]
 
 

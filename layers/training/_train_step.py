@@ -108,7 +108,8 @@ class TrainStep:
                 f"trainable and non-trainable variables."
             )
         for variable, value in zip(variables, values, strict=True):
-            variable.assign(value)
+            # A copy: the state's buffers may be donated to a later step, which would free them.
+            variable.assign(jnp.array(value, copy=True))
 
     def _objective(self, trainable: list, state: TrainState, x: Any, y: Any, weight: Any, training: bool) -> Any:
         outputs, non_trainable, extra = self.model.stateless_call(
@@ -142,9 +143,7 @@ class TrainStep:
         return {"loss": total, "data_loss": value}
 
 
-def make_train_step(
-    model: Layer, loss: Any, optimizer: Optimizer, *, loss_scaling: bool | str = "auto"
-) -> TrainStep:
+def make_train_step(model: Layer, loss: Any, optimizer: Optimizer, *, loss_scaling: bool | str = "auto") -> TrainStep:
     """Builds the pure train step of `model` with `loss` and `optimizer`.
 
     Args:

@@ -1,0 +1,72 @@
+"""`fit`: trains, writes back, reports a history, accepts arrays or batches, refuses bad input."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import layers
+from layers import losses, optimizers, training
+
+X = np.linspace(-1, 1, 64, dtype=np.float32)[:, None]
+Y = 3 * X - 1
+
+
+def test_fit_learns_a_line_writes_back_and_reports_a_history():
+    model = layers.Dense(1, name="line")
+    history = training.fit(model, (X, Y), "mse", optimizers.SGD(0.5), epochs=25, batch_size=16, verbose=False)
+    losses_per_epoch = history.history["loss"]
+    assert len(losses_per_epoch) == 25 and losses_per_epoch[-1] < 1e-4 < losses_per_epoch[0]
+    np.testing.assert_allclose(model.kernel.numpy(), [[3.0]], atol=1e-2)
+    np.testing.assert_allclose(model.bias.numpy(), [-1.0], atol=1e-2)
+    assert int(history.state.step) == 25 * 4 and len(history.samples_per_second) == 25
+    # The returned state's buffers are not the variables': stepping it again leaves the model alone.
+    kernel = model.kernel.numpy()
+    step = training.make_train_step(model, "mse", optimizers.SGD(0.5))
+    step.optimizer.build(model.trainable_variables)
+    state = training.TrainState(
+        history.state.trainable,
+        history.state.non_trainable,
+        step.optimizer.init(history.state.trainable),
+        history.state.step,
+    )
+    step.jitted(state, (X, Y))
+    np.testing.assert_array_equal(model.kernel.numpy(), kernel)
+
+
+def test_fit_takes_a_list_of_batches_and_a_function_of_batches_and_builds_the_model():
+    batches = [(X[:32], Y[:32]), (X[32:], Y[32:])]
+    for data in (batches, lambda: iter(batches)):
+        model = layers.Sequential([layers.Dense(1)])
+        assert not model.built
+        history = training.fit(model, data, losses.MeanSquaredError(), optimizers.Adam(0.1), epochs=30, verbose=False)
+        assert model.built and history.history["loss"][-1] < history.history["loss"][0] / 10
+
+
+def test_fit_shows_progress_with_loss_and_samples_per_second(capsys):
+    training.fit(layers.Dense(1), (X, Y), "mse", optimizers.SGD(0.1), epochs=2, verbose=True)
+    shown = capsys.readouterr()
+    text = shown.out + shown.err
+    assert "epoch 2/2" in text and "loss" in text and "samples/s" in text
+
+
+def test_fit_in_mixed_float16_turns_loss_scaling_on_and_reports_the_scale():
+    model = layers.Dense(1, dtype="mixed_float16")
+    history = training.fit(model, (X, Y), "mse", optimizers.SGD(0.5), epochs=10, verbose=False)
+    assert history.history["loss_scale"][-1] > 1 and history.history["loss"][-1] < 1e-2
+    assert model.kernel.dtype == "float32" and model(jnp.ones((1, 1))).dtype == jnp.float16
+
+
+@pytest.mark.parametrize(
+    ("data", "kwargs", "error", "message"),
+    [
+        ((X, Y[:10]), {}, ValueError, r"same number of samples, received \[64, 10\]"),
+        ("data", {}, TypeError, "fit: data must be a tuple of arrays .* received str"),
+        ((X, Y), {"epochs": 0}, ValueError, "epochs must be a positive int, received 0"),
+        ((X, Y), {"batch_size": 2.5}, ValueError, "batch_size must be a positive int, received 2.5"),
+        ((X[:0], Y[:0]), {}, ValueError, "the data holds no samples"),
+    ],
+)
+def test_bad_input_is_a_clear_error(data, kwargs, error, message):
+    model = layers.Dense(1)
+    with pytest.raises(error, match=message):
+        training.fit(model, data, "mse", optimizers.SGD(0.1), verbose=False, **kwargs)
