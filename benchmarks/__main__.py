@@ -4,7 +4,8 @@ The "Benchmarks" issue replaces this with throughput and precision reports; unti
 shows policies, autocast and loss-scale state, and measures side by side in one run: precision
 (float32 vs bfloat16 master weights; a mixed_bfloat16 Dense vs rounding twice, both against
 float64), the eager overhead of `Dense.__call__` over the same jnp calls, and the build + first
-call time of a TransformerBlock(width 64) in a fresh process (SPEC §8 targets: ≤ 1.3× and ≤ 1 s).
+call time of a TransformerBlock(width 64) in a fresh process (SPEC §8 targets: ≤ 1.3× and ≤ 1 s),
+and the jitted train step of `make_train_step` against the same step in plain JAX (target ≤ 1.02×).
 `python -m benchmarks.compare_revisions` sets these last two figures of two checkouts side by side.
 """
 
@@ -110,6 +111,23 @@ def _build_time() -> None:
     print(f"  build + first eager call {seconds:.2f} s (target <= 1 s)")
 
 
+def _train_step() -> None:
+    """The jitted train step of make_train_step against the same step in plain JAX, side by side."""
+    from benchmarks import train_step
+
+    rounds, steps = 7, 20
+    widths = " -> ".join(map(str, train_step.WIDTHS))
+    print(
+        f"Train step vs plain JAX (MLP {widths}, batch 256, optax.adam; medians of {rounds} interleaved rounds "
+        f"of {steps} steps; `python -m benchmarks.train_step` for the full run)"
+    )
+    print("  " + train_step.describe_machine(train_step.machine()))
+    reports = [train_step.compare(policy, rounds=rounds, steps=steps) for policy in ["float32", "mixed_bfloat16"]]
+    for line in train_step.table(reports).splitlines():
+        print("  " + line)
+    print("  same losses over the first 5 steps (checked); target ratio <= 1.02 (a short, noisy run)")
+
+
 def _loss_scale() -> None:
     print("Dynamic loss scale (growth_interval=2)")
     loss_scale = dp.loss_scale.DynamicLossScale(initial_scale=2.0**15, growth_interval=2)
@@ -130,6 +148,7 @@ def main() -> None:
     _dense_precision()
     _build_time()
     _dense_overhead()
+    _train_step()
     _loss_scale()
 
 
