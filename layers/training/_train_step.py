@@ -20,6 +20,7 @@ from layers import losses as _losses
 from layers._base._layer import Layer
 from layers.losses._base import reduce_weighted
 from layers.optimizers import LossScaleOptimizer, Optimizer
+from layers.training._checkpoint import restore_checkpoint, save_checkpoint
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +111,35 @@ class TrainStep:
         for variable, value in zip(variables, values, strict=True):
             # A copy: the state's buffers may be donated to a later step, which would free them.
             variable.assign(jnp.array(value, copy=True))
+
+    def save(self, path: Any, state: TrainState, metadata: Any = None) -> None:
+        """Saves `state` as a checkpoint, each value keyed by its variable's path (bits exact).
+
+        The optimizer's state (slots, iterations, the loss scale) and the step counter go with it;
+        `restore` gives back a state whose next step is bit-identical to this run's.
+        """
+        self._check_built()
+        save_checkpoint(path, self._by_path(state), metadata)
+
+    def restore(self, path: Any) -> TrainState:
+        """The state saved by `save`, checked against this model: every path, shape and dtype."""
+        fresh = self.init_state()
+        keyed = restore_checkpoint(path, like=self._by_path(fresh))
+        trainable = [jnp.asarray(keyed["trainable"][v.path]) for v in self.model.trainable_variables]
+        non_trainable = [jnp.asarray(keyed["non_trainable"][v.path]) for v in self.model.non_trainable_variables]
+        optimizer = jax.tree.map(jnp.asarray, keyed["optimizer"])
+        return TrainState(trainable, non_trainable, optimizer, jnp.asarray(keyed["step"]))
+
+    def _by_path(self, state: TrainState) -> dict[str, Any]:
+        trainable, non_trainable = self.model.trainable_variables, self.model.non_trainable_variables
+        if len(state.trainable) != len(trainable) or len(state.non_trainable) != len(non_trainable):
+            raise ValueError(f"This state does not belong to model {self.model.name!r}: its value counts differ.")
+        return {
+            "trainable": {v.path: value for v, value in zip(trainable, state.trainable, strict=True)},
+            "non_trainable": {v.path: value for v, value in zip(non_trainable, state.non_trainable, strict=True)},
+            "optimizer": state.optimizer,
+            "step": state.step,
+        }
 
     def _objective(self, trainable: list, state: TrainState, x: Any, y: Any, weight: Any, training: bool) -> Any:
         outputs, non_trainable, extra = self.model.stateless_call(
