@@ -70,3 +70,27 @@ def test_bad_input_is_a_clear_error(data, kwargs, error, message):
     model = layers.Dense(1)
     with pytest.raises(error, match=message):
         training.fit(model, data, "mse", optimizers.SGD(0.1), verbose=False, **kwargs)
+
+
+def test_fit_continues_from_an_initial_state_and_weights_the_epoch_loss_by_batch_size():
+    model = layers.Dense(1, kernel_initializer="zeros", bias_initializer="zeros")
+    x, y = np.arange(33, dtype=np.float32)[:, None], np.arange(33, dtype=np.float32)[:, None]
+    first = training.fit(model, (x, y), "mse", optimizers.SGD(0.0), epochs=2, batch_size=32, verbose=False)
+    assert int(first.state.step) == 4
+    np.testing.assert_allclose(first.history["loss"][0], np.mean(np.arange(33.0) ** 2), rtol=1e-6)  # per sample
+    second = training.fit(
+        model, (x, y), "mse", optimizers.SGD(0.0), epochs=1, batch_size=32, verbose=False, initial_state=first.state
+    )
+    assert int(second.state.step) == 6
+
+
+def test_a_failing_batch_leaves_the_model_with_the_last_good_values():
+    model = layers.Dense(1, name="line")
+    good = [(X, Y)] * 3
+    history = training.fit(model, good, "mse", optimizers.SGD(0.5), epochs=1, verbose=False)
+    kernel = model.kernel.numpy()
+    with pytest.raises(TypeError, match="A batch must be a tuple"):
+        training.fit(model, [(X, Y), (X, Y), X], "mse", optimizers.SGD(0.5), epochs=1, verbose=False)
+    trained = model.kernel.numpy()  # two good steps were written back, and the variables are alive
+    assert np.isfinite(trained).all() and not np.array_equal(trained, kernel)
+    assert history.history["loss"][0] > 0

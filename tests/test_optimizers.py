@@ -654,3 +654,10 @@ def test_import_layers_and_dtypepolicy_without_optax():
     code = "import sys; sys.modules['optax'] = None; import dtypepolicy, layers; print('ok')"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_scale_loss_without_a_state_under_a_trace_is_refused():
+    optimizer = optimizers.LossScaleOptimizer(optimizers.SGD(0.1))
+    with pytest.raises(RuntimeError, match=r"scale_loss\(loss\) without a state cannot run inside jax.jit"):
+        jax.jit(optimizer.scale_loss)(jnp.ones(()))
+    assert float(optimizer.scale_loss(jnp.ones(()))) == 2.0**15  # eagerly it reads the stateful scale

@@ -144,6 +144,12 @@ class LossScaleOptimizer(Optimizer):
             self._check_state(state)
             scale = state.loss_scale.loss_scale
         else:
+            if isinstance(loss, jax.core.Tracer):
+                # The stateful scale would be baked into the trace as a constant and go stale.
+                raise RuntimeError(
+                    f"{self.name}.scale_loss(loss) without a state cannot run inside jax.jit, grad or vmap: the "
+                    f"current scale would be frozen into the trace. Pass the state: scale_loss(loss, state)."
+                )
             scale = self.loss_scale
         try:
             loss = jnp.asarray(loss)

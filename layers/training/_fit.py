@@ -87,11 +87,13 @@ def fit(
     seed: int = 0,
     verbose: bool = True,
     loss_scaling: bool | str = "auto",
+    initial_state: TrainState | None = None,
 ) -> History:
     """Trains `model` for `epochs` passes over `data` with one jitted step per batch.
 
-    The trained values are written back to the model's variables at the end (and the final
-    state is returned too). A progress bar (rich) shows the running loss and samples/s.
+    The trained values are written back to the model's variables at the end, also when a batch
+    fails or the run is interrupted (the last good state), and the final state is returned too.
+    A progress bar (rich) shows the running loss and samples/s.
 
     Args:
       model: a layer; built from the first batch if it is not built yet.
@@ -106,6 +108,9 @@ def fit(
       seed: the seed of the shuffling.
       verbose: show the progress bar.
       loss_scaling: as in `make_train_step`.
+      initial_state: continue from this state (`history.state` of an earlier `fit`, or a restored
+        checkpoint); None starts a fresh one, with a new optimizer state (moments, iterations,
+        schedule position and loss scale start over, as for a new optimizer).
 
     Returns:
       A `History`.
@@ -130,7 +135,7 @@ def fit(
             raise ValueError("fit: the data holds no batches.")
         model(first[0])
     step = make_train_step(model, loss, optimizer, loss_scaling=loss_scaling)
-    state = step.init_state()
+    state = step.init_state() if initial_state is None else initial_state
     history: dict[str, list[float]] = {}
     rates: list[float] = []
     progress = _progress(verbose, epochs)
@@ -147,21 +152,23 @@ def fit(
                 progress.reset(task, total=len(epoch_batches), epoch=epoch, loss=float("nan"), rate=0.0)
             for batch in epoch_batches:
                 state, metrics = step.jitted(state, batch)
+                size = len(batch[0])
                 values = {name: float(value) for name, value in jax.device_get(metrics).items()}
-                for name, value in values.items():
-                    sums[name] = sums.get(name, 0.0) + value
+                for name, value in values.items():  # weighted by batch size: a per-sample mean, as Keras
+                    sums[name] = sums.get(name, 0.0) + value * size
                 seen += 1
-                samples += len(batch[0])
+                samples += size
                 if progress is not None:
                     rate = samples / max(time.perf_counter() - start, 1e-9)
-                    progress.update(task, advance=1, loss=sums["loss"] / seen, rate=rate)
+                    progress.update(task, advance=1, loss=sums["loss"] / samples, rate=rate)
             if not seen:
                 raise ValueError(f"fit: epoch {epoch} had no batches.")
             rates.append(samples / max(time.perf_counter() - start, 1e-9))
             for name, total in sums.items():
-                history.setdefault(name, []).append(total / seen)
+                history.setdefault(name, []).append(total / samples)
     finally:
         if progress is not None:
             progress.stop()
-    step.write_back(state)
+        # Also when a batch fails or the run is interrupted: the model keeps the last good state.
+        step.write_back(state)
     return History(history, state, rates)

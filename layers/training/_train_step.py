@@ -16,6 +16,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from dtypepolicy.loss_scale import all_finite
 from layers import losses as _losses
 from layers._base._layer import Layer
 from layers.losses._base import reduce_weighted
@@ -78,8 +79,9 @@ class TrainStep:
     def __init__(self, model: Layer, loss: Callable[..., Any], optimizer: Optimizer, loss_scaling: bool) -> None:
         self.model = model
         self.loss = loss
-        self.loss_scaling = loss_scaling
-        if loss_scaling and not isinstance(optimizer, LossScaleOptimizer):
+        # An optimizer that unscales gradients needs a scaled loss: scaling is on with one.
+        self.loss_scaling = loss_scaling or isinstance(optimizer, LossScaleOptimizer)
+        if self.loss_scaling and not isinstance(optimizer, LossScaleOptimizer):
             optimizer = LossScaleOptimizer(optimizer)
         self.optimizer = optimizer
         self.jitted = jax.jit(self.__call__, donate_argnums=0)
@@ -94,8 +96,9 @@ class TrainStep:
     def init_state(self) -> TrainState:
         """A first state from the model's variables (raw storage, never the autocast read)."""
         self._check_built()
-        trainable = [v._read_storage() for v in self.model.trainable_variables]
-        non_trainable = [v._read_storage() for v in self.model.non_trainable_variables]
+        # Copies: `jitted` donates the state's buffers, which must never be the variables' own.
+        trainable = [jnp.array(v._read_storage(), copy=True) for v in self.model.trainable_variables]
+        non_trainable = [jnp.array(v._read_storage(), copy=True) for v in self.model.non_trainable_variables]
         self.optimizer.build(self.model.trainable_variables)
         return TrainState(trainable, non_trainable, self.optimizer.init(trainable), jnp.zeros((), jnp.int32))
 
@@ -161,6 +164,13 @@ class TrainStep:
 
         grads, (total, (value, non_trainable)) = jax.grad(scaled, has_aux=True)(list(state.trainable))
         trainable, optimizer_state = self.optimizer.stateless_apply(state.optimizer, grads, list(state.trainable))
+        if self.loss_scaling:
+            # A step the loss scale skips (non-finite gradients) keeps the old statistics too:
+            # overflowed activations must not reach BatchNormalization's moving averages.
+            finite = all_finite(grads)
+            non_trainable = jax.tree.map(
+                lambda new, old: jnp.where(finite, new, old), non_trainable, state.non_trainable
+            )
         metrics = {"loss": total, "data_loss": value}
         if self.loss_scaling:
             metrics["loss_scale"] = optimizer_state.loss_scale.loss_scale
@@ -182,7 +192,8 @@ def make_train_step(model: Layer, loss: Any, optimizer: Optimizer, *, loss_scali
         sample_weight)` callable returning a scalar.
       optimizer: an optimizer from `layers.optimizers` (not yet built for another model).
       loss_scaling: `"auto"` (on when any layer of the model computes in float16, whatever the
-        model's own policy), True or False.
+        model's own policy), True or False. A `LossScaleOptimizer` always scales; False with one
+        is a ValueError.
 
     Returns:
       A `TrainStep`: `state, metrics = step(state, batch)`, pure and jit-able.
@@ -209,6 +220,11 @@ def make_train_step(model: Layer, loss: Any, optimizer: Optimizer, *, loss_scali
         scaling = computes_in_float16(model)
     elif isinstance(loss_scaling, bool):
         scaling = loss_scaling
+        if not scaling and isinstance(optimizer, LossScaleOptimizer):
+            raise ValueError(
+                "loss_scaling=False with a LossScaleOptimizer: it divides the gradients by its scale, so the loss "
+                "must be scaled. Pass its inner optimizer instead, or leave loss_scaling='auto'."
+            )
     else:
         raise ValueError(f"loss_scaling must be 'auto', True or False, received {loss_scaling!r}.")
     return TrainStep(model, scalar_loss(loss), optimizer, scaling)
