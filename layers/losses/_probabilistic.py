@@ -198,7 +198,36 @@ def sparse_categorical_crossentropy(
     return _scce(y_true, y_pred, from_logits, ignore_class, check_axis(axis, where), where)[0]
 
 
-class BinaryCrossentropy(Loss):
+class _SmoothedCrossentropy(Loss):
+    """The arguments, checks and config that the binary and categorical cross-entropies share.
+
+    A subclass names its per-sample formula (`_formula`: `_bce` or `_cce`).
+    """
+
+    _formula: Any
+
+    def __init__(
+        self, from_logits: bool, label_smoothing: float, axis: int, reduction: str | None, name: str | None
+    ) -> None:
+        super().__init__(name=name, reduction=reduction)
+        where = type(self).__name__
+        self.from_logits = check_bool(from_logits, where, "from_logits")
+        self.label_smoothing = check_label_smoothing(label_smoothing, where)
+        self.axis = check_axis(axis, where)
+
+    def call(self, y_true: jax.Array, y_pred: jax.Array) -> jax.Array:
+        """Returns the per-sample cross-entropy of this loss's kind, with its arguments."""
+        return type(self)._formula(
+            y_true, y_pred, self.from_logits, self.label_smoothing, self.axis, type(self).__name__
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        """Returns the constructor arguments as a JSON-ready dict."""
+        config = {"from_logits": self.from_logits, "label_smoothing": self.label_smoothing, "axis": self.axis}
+        return {**super().get_config(), **config}
+
+
+class BinaryCrossentropy(_SmoothedCrossentropy):
     """Binary cross-entropy for 0/1 (or soft) labels, reduced over the batch.
 
     Args:
@@ -214,6 +243,8 @@ class BinaryCrossentropy(Loss):
       Array(0.865458, dtype=float32)
     """
 
+    _formula = staticmethod(_bce)
+
     def __init__(
         self,
         from_logits: bool = False,
@@ -222,22 +253,10 @@ class BinaryCrossentropy(Loss):
         reduction: str | None = "sum_over_batch_size",
         name: str | None = "binary_crossentropy",
     ) -> None:
-        super().__init__(name=name, reduction=reduction)
-        self.from_logits = check_bool(from_logits, "BinaryCrossentropy", "from_logits")
-        self.label_smoothing = check_label_smoothing(label_smoothing, "BinaryCrossentropy")
-        self.axis = check_axis(axis, "BinaryCrossentropy")
-
-    def call(self, y_true: jax.Array, y_pred: jax.Array) -> jax.Array:
-        """Returns `binary_crossentropy(y_true, y_pred, ...)` with this loss's arguments."""
-        return _bce(y_true, y_pred, self.from_logits, self.label_smoothing, self.axis, type(self).__name__)
-
-    def get_config(self) -> dict[str, Any]:
-        """Returns the constructor arguments as a JSON-ready dict."""
-        config = {"from_logits": self.from_logits, "label_smoothing": self.label_smoothing, "axis": self.axis}
-        return {**super().get_config(), **config}
+        super().__init__(from_logits, label_smoothing, axis, reduction, name)
 
 
-class CategoricalCrossentropy(Loss):
+class CategoricalCrossentropy(_SmoothedCrossentropy):
     """Cross-entropy for one-hot (or soft) labels, reduced over the batch.
 
     Args:
@@ -254,6 +273,8 @@ class CategoricalCrossentropy(Loss):
       Array(0.8135988, dtype=float32)
     """
 
+    _formula = staticmethod(_cce)
+
     def __init__(
         self,
         from_logits: bool = False,
@@ -262,19 +283,7 @@ class CategoricalCrossentropy(Loss):
         reduction: str | None = "sum_over_batch_size",
         name: str | None = "categorical_crossentropy",
     ) -> None:
-        super().__init__(name=name, reduction=reduction)
-        self.from_logits = check_bool(from_logits, "CategoricalCrossentropy", "from_logits")
-        self.label_smoothing = check_label_smoothing(label_smoothing, "CategoricalCrossentropy")
-        self.axis = check_axis(axis, "CategoricalCrossentropy")
-
-    def call(self, y_true: jax.Array, y_pred: jax.Array) -> jax.Array:
-        """Returns `categorical_crossentropy(y_true, y_pred, ...)` with this loss's arguments."""
-        return _cce(y_true, y_pred, self.from_logits, self.label_smoothing, self.axis, type(self).__name__)
-
-    def get_config(self) -> dict[str, Any]:
-        """Returns the constructor arguments as a JSON-ready dict."""
-        config = {"from_logits": self.from_logits, "label_smoothing": self.label_smoothing, "axis": self.axis}
-        return {**super().get_config(), **config}
+        super().__init__(from_logits, label_smoothing, axis, reduction, name)
 
 
 class SparseCategoricalCrossentropy(Loss):
