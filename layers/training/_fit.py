@@ -60,6 +60,17 @@ def _epoch_batches(data: Any, batch_size: int, shuffle: bool, rng: np.random.Gen
     )
 
 
+def _add_weighted(sums: dict[str, float], pending: list[tuple[dict, int]]) -> None:
+    """Moves `pending` step metrics to the host into `sums`, each weighted by its batch size.
+
+    Weighted so that an epoch's value is a per-sample mean, as Keras reports it.
+    """
+    for metrics, size in jax.device_get(pending):
+        for name, value in metrics.items():
+            sums[name] = sums.get(name, 0.0) + float(value) * size
+    pending.clear()
+
+
 def _progress(verbose: bool, epochs: int) -> Any:
     if not verbose:
         return None
@@ -150,19 +161,19 @@ def fit(
             epoch_batches = list(batches())
             if progress is not None:
                 progress.reset(task, total=len(epoch_batches), epoch=epoch, loss=float("nan"), rate=0.0)
+            pending: list[tuple[dict, int]] = []  # metrics still on the device, and their batch sizes
             for batch in epoch_batches:
                 state, metrics = step.jitted(state, batch)
-                size = len(batch[0])
-                values = {name: float(value) for name, value in jax.device_get(metrics).items()}
-                for name, value in values.items():  # weighted by batch size: a per-sample mean, as Keras
-                    sums[name] = sums.get(name, 0.0) + value * size
+                pending.append((metrics, len(batch[0])))
                 seen += 1
-                samples += size
-                if progress is not None:
+                samples += len(batch[0])
+                if progress is not None:  # the bar needs the loss now; without it, steps stay asynchronous
+                    _add_weighted(sums, pending)
                     rate = samples / max(time.perf_counter() - start, 1e-9)
                     progress.update(task, advance=1, loss=sums["loss"] / samples, rate=rate)
             if not seen:
                 raise ValueError(f"fit: epoch {epoch} had no batches.")
+            _add_weighted(sums, pending)  # one transfer per epoch (waits for the last step)
             rates.append(samples / max(time.perf_counter() - start, 1e-9))
             for name, total in sums.items():
                 history.setdefault(name, []).append(total / samples)
