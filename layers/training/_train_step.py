@@ -10,6 +10,7 @@ Loss scaling is turned on automatically when any layer of the model computes in 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -144,20 +145,11 @@ class TrainStep:
             "step": state.step,
         }
 
-    def _objective(self, trainable: list, state: TrainState, x: Any, y: Any, weight: Any, training: bool) -> Any:
-        outputs, non_trainable, extra = self.model.stateless_call(
-            trainable, state.non_trainable, x, training=training, return_losses=True
-        )
-        value = jnp.asarray(self.loss(y, outputs, weight), jnp.float32)
-        regularization = sum((jnp.asarray(term, jnp.float32) for term in extra), jnp.zeros((), jnp.float32))
-        total = value + regularization
-        return total, (value, non_trainable)
-
     def __call__(self, state: TrainState, batch: Any) -> tuple[TrainState, dict[str, jax.Array]]:
-        x, y, weight = _batch_parts(batch)
+        parts = _batch_parts(batch)
 
         def scaled(trainable: list) -> tuple[Any, Any]:
-            total, aux = self._objective(trainable, state, x, y, weight, training=True)
+            total, aux = _objective(self.model, self.loss, trainable, state, parts, training=True)
             if self.loss_scaling:
                 return self.optimizer.scale_loss(total, state.optimizer), (total, aux)
             return total, (total, aux)
@@ -178,9 +170,25 @@ class TrainStep:
 
     def evaluate(self, state: TrainState, batch: Any) -> dict[str, jax.Array]:
         """The loss of `batch` in inference mode (`training=False`); changes nothing."""
-        x, y, weight = _batch_parts(batch)
-        total, (value, _) = self._objective(list(state.trainable), state, x, y, weight, training=False)
-        return {"loss": total, "data_loss": value}
+        return _evaluate(self.model, self.loss, state, batch)
+
+
+def _objective(
+    model: Layer, loss: Callable, trainable: list, state: TrainState, parts: tuple, training: bool
+) -> tuple[jax.Array, tuple[jax.Array, list]]:
+    """The loss plus the regularization losses, and (the loss alone, the new non-trainable values)."""
+    x, y, weight = parts
+    outputs, non_trainable, extra = model.stateless_call(
+        trainable, state.non_trainable, x, training=training, return_losses=True
+    )
+    value = jnp.asarray(loss(y, outputs, weight), jnp.float32)
+    regularization = sum((jnp.asarray(term, jnp.float32) for term in extra), jnp.zeros((), jnp.float32))
+    return value + regularization, (value, non_trainable)
+
+
+def _evaluate(model: Layer, loss: Callable, state: TrainState, batch: Any) -> dict[str, jax.Array]:
+    total, (value, _) = _objective(model, loss, list(state.trainable), state, _batch_parts(batch), training=False)
+    return {"loss": total, "data_loss": value}
 
 
 def make_train_step(model: Layer, loss: Any, optimizer: Optimizer, *, loss_scaling: bool | str = "auto") -> TrainStep:
@@ -234,9 +242,8 @@ def make_eval_step(model: Layer, loss: Any) -> Callable[[TrainState, Any], dict[
     """A pure `eval_step(state, batch) -> metrics` in inference mode, for states of `make_train_step`."""
     if not isinstance(model, Layer):
         raise TypeError(f"make_eval_step expects a Layer as the model, received {type(model).__name__}.")
-    step = TrainStep.__new__(TrainStep)
-    step.model, step.loss, step.loss_scaling = model, scalar_loss(loss), False
-    return step.evaluate
+    loss_function = scalar_loss(loss)
+    return functools.partial(_evaluate, model, loss_function)
 
 
 def scalar_loss(loss: Any) -> Callable[[Any, Any, Any], jax.Array]:
