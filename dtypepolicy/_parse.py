@@ -13,7 +13,9 @@ from dtypepolicy._dtypes import KNOWN_DTYPE_NAMES, SHORT_NAMES, closest, dtype_f
 
 MIXED_NAMES = {"mixed_float16": "float16", "mixed_bfloat16": "bfloat16"}
 QUANTIZATION_MODES = ("int8", "int4", "float8")
-_QUANTIZED = re.compile(r"^(?P<mode>[a-z0-9]+)_from_(?P<source>.+)$")
+FLOAT8_RECIPES = ("delayed", "current")
+# "float8_current_from_mixed_bfloat16": a float8 recipe may follow the mode; delayed is the default.
+_QUANTIZED = re.compile(r"^(?P<mode>[a-z0-9]+)(?:_(?P<recipe>[a-z]+))?_from_(?P<source>.+)$")
 _KEYS = {
     "params": "variable",
     "p": "variable",
@@ -41,6 +43,7 @@ class QuantizedSpec:
 
     mode: str
     source: PlainSpec
+    recipe: str | None = None  # float8 only: "delayed" or "current"
 
 
 def _error(text: str, detail: str, hint: str | None = None) -> ValueError:
@@ -112,7 +115,7 @@ def parse(text: str) -> PlainSpec | QuantizedSpec:
 
     Example:
       >>> parse("int8_from_mixed_bfloat16")
-      QuantizedSpec(mode='int8', source=PlainSpec(variable='float32', compute='bfloat16', output=None))
+      QuantizedSpec(mode='int8', source=PlainSpec(variable='float32', compute='bfloat16', output=None), recipe=None)
     """
     key = "".join(text.split()).lower()
     match = _QUANTIZED.match(key)
@@ -122,7 +125,14 @@ def parse(text: str) -> PlainSpec | QuantizedSpec:
     if mode not in QUANTIZATION_MODES:
         hint = closest(mode, QUANTIZATION_MODES)
         raise _error(text, f"unknown quantization mode {mode!r}", hint)
-    return QuantizedSpec(mode, parse_plain(match.group("source"), original=text))
+    recipe = match.group("recipe")
+    if recipe is not None and (mode != "float8" or recipe not in FLOAT8_RECIPES):
+        detail = f"unknown {mode} recipe {recipe!r}" if mode == "float8" else f"mode {mode!r} has no recipes"
+        hint = closest(recipe, FLOAT8_RECIPES) if mode == "float8" else None
+        raise _error(text, f"{detail} (float8 recipes: {', '.join(FLOAT8_RECIPES)})", hint and f"float8_{hint}_from_")
+    if mode == "float8":
+        recipe = recipe or "delayed"
+    return QuantizedSpec(mode, parse_plain(match.group("source"), original=text), recipe)
 
 
 def plain_name(spec: PlainSpec) -> str:
@@ -139,5 +149,10 @@ def plain_name(spec: PlainSpec) -> str:
 
 
 def quantized_name(spec: QuantizedSpec) -> str:
-    """The canonical name of a quantized policy, e.g. `"float8_from_mixed_bfloat16"`."""
-    return f"{spec.mode}_from_{plain_name(spec.source)}"
+    """The canonical name of a quantized policy, e.g. `"float8_from_mixed_bfloat16"`.
+
+    The default float8 recipe (delayed) is left out of the name, as in Keras; current scaling is
+    `"float8_current_from_<source>"`.
+    """
+    mode = spec.mode if spec.recipe in (None, "delayed") else f"{spec.mode}_{spec.recipe}"
+    return f"{mode}_from_{plain_name(spec.source)}"

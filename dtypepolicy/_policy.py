@@ -191,22 +191,29 @@ class QuantizedDTypePolicy(DTypePolicy):
 
 
 class QuantizedFloat8DTypePolicy(QuantizedDTypePolicy):
-    """Float8 training with delayed scaling on top of a plain source policy.
+    """Float8 training on top of a plain source policy, with delayed or current scaling.
 
     Args:
       mode: `"float8"`.
       source_name: the plain policy for the master weights and non-float8 math.
-      amax_history_length: how many past amax values each scale looks back on.
+      amax_history_length: how many past amax values each scale looks back on (delayed recipe).
       margin: extra power-of-two headroom; the scale is multiplied by `2**margin`.
+      recipe: `"delayed"` (the default, as in Keras and Transformer Engine: each scale comes from
+        a history of past amaxes, kept in six state variables) or `"current"` (each tensor's scale
+        comes from its own amax in the same step; no state). The name of a current-scaling policy
+        is `"float8_current_from_<source>"`.
 
     Example:
       >>> policy = QuantizedFloat8DTypePolicy("float8", "mixed_bfloat16", amax_history_length=16)
-      >>> policy.name, policy.amax_history_length
-      ('float8_from_mixed_bfloat16', 16)
+      >>> policy.name, policy.amax_history_length, policy.recipe
+      ('float8_from_mixed_bfloat16', 16, 'delayed')
+      >>> QuantizedFloat8DTypePolicy(source_name="mixed_bfloat16", recipe="current").name
+      'float8_current_from_mixed_bfloat16'
     """
 
-    __slots__ = ("_amax_history_length", "_margin")
+    __slots__ = ("_amax_history_length", "_margin", "_recipe")
     _MODES = ("float8",)
+    _RECIPES = ("delayed", "current")
 
     def __init__(
         self,
@@ -214,6 +221,7 @@ class QuantizedFloat8DTypePolicy(QuantizedDTypePolicy):
         source_name: str | None = None,
         amax_history_length: int = 1024,
         margin: int = 0,
+        recipe: str = "delayed",
     ) -> None:
         if isinstance(amax_history_length, bool) or not isinstance(amax_history_length, int):
             raise TypeError(f"amax_history_length must be an int, received {amax_history_length!r}.")
@@ -223,26 +231,47 @@ class QuantizedFloat8DTypePolicy(QuantizedDTypePolicy):
             raise TypeError(f"margin must be an int, received {margin!r}.")
         if margin < 0:
             raise ValueError(f"margin must be >= 0, received {margin}.")
+        recipe = _check_choice(recipe, "float8 recipe", self._RECIPES)
+        if recipe == "current" and amax_history_length != 1024:
+            raise ValueError(
+                f"amax_history_length applies to the delayed recipe only: current scaling keeps no history. "
+                f"Received amax_history_length={amax_history_length} with recipe='current'."
+            )
         super().__init__(mode, source_name)
         object.__setattr__(self, "_amax_history_length", amax_history_length)
         object.__setattr__(self, "_margin", margin)
+        object.__setattr__(self, "_recipe", recipe)
 
     @property
-    def amax_history_length(self) -> int:
-        """Length of each amax history window."""
-        return self._amax_history_length
+    def name(self) -> str:
+        """The canonical name: `"float8_from_<source>"`, or `"float8_current_from_<source>"`."""
+        mode = self._mode if self._recipe == "delayed" else f"{self._mode}_{self._recipe}"
+        return f"{mode}_from_{self.source_name}"
+
+    @property
+    def amax_history_length(self) -> int | None:
+        """Length of each amax history window; None for current scaling, which keeps none."""
+        return self._amax_history_length if self._recipe == "delayed" else None
 
     @property
     def margin(self) -> int:
         """Power-of-two headroom applied when computing scales."""
         return self._margin
 
+    @property
+    def recipe(self) -> str:
+        """How scales are chosen: `"delayed"` (from past amaxes) or `"current"` (from this step's)."""
+        return self._recipe
+
     def _key(self) -> tuple:
-        return (*super()._key(), self._amax_history_length, self._margin)
+        return (*super()._key(), self.amax_history_length, self._margin, self._recipe)
 
     def get_config(self) -> dict[str, Any]:
         """Returns a JSON-ready dict that `from_config` turns back into an equal policy."""
-        return {**super().get_config(), "amax_history_length": self._amax_history_length, "margin": self._margin}
+        config = {**super().get_config(), "margin": self._margin, "recipe": self._recipe}
+        if self._recipe == "delayed":
+            config["amax_history_length"] = self._amax_history_length
+        return config
 
 
 _FLOAT32_POLICY = DTypePolicy("float32")

@@ -88,7 +88,7 @@ def get(identifier: Any) -> Any:
         if not isinstance(spec, QuantizedSpec):
             return DTypePolicy(identifier)
         if spec.mode == "float8":
-            return QuantizedFloat8DTypePolicy(spec.mode, plain_name(spec.source))
+            return QuantizedFloat8DTypePolicy(spec.mode, plain_name(spec.source), recipe=spec.recipe)
         return QuantizedDTypePolicy(spec.mode, plain_name(spec.source))
     try:
         return DTypePolicy(standardize_dtype(identifier))

@@ -72,7 +72,37 @@ def test_plain_names_parse_to_their_dtypes(name):
 @pytest.mark.parametrize("name", list(QUANTIZED_CASES), ids=repr)
 def test_quantized_names_parse_to_mode_and_source(name):
     mode, source = QUANTIZED_CASES[name]
-    assert parse(name) == QuantizedSpec(mode, PlainSpec(*source))
+    recipe = "delayed" if mode == "float8" else None  # the default float8 recipe is implied by the name
+    assert parse(name) == QuantizedSpec(mode, PlainSpec(*source), recipe)
+
+
+FLOAT8_RECIPE_CASES = {
+    "float8_from_float32": "delayed",
+    "float8_delayed_from_float32": "delayed",
+    "float8_current_from_float32": "current",
+    " Float8_Current_From_Mixed_BFloat16 ": "current",
+}
+
+
+@pytest.mark.parametrize("name", list(FLOAT8_RECIPE_CASES), ids=repr)
+def test_float8_names_carry_their_recipe(name):
+    spec = parse(name)
+    assert (spec.mode, spec.recipe) == ("float8", FLOAT8_RECIPE_CASES[name])
+    assert quantized_name(spec) == ("float8_from_" if spec.recipe == "delayed" else "float8_current_from_") + (
+        plain_name(spec.source)
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "match"),
+    [
+        ("float8_curent_from_float32", "unknown float8 recipe 'curent'.*Did you mean 'float8_current_from_'"),
+        ("int8_current_from_float32", "mode 'int8' has no recipes"),
+    ],
+)
+def test_bad_float8_recipes_are_named(name, match):
+    with pytest.raises(ValueError, match=match):
+        parse(name)
 
 
 @pytest.mark.parametrize("name", ["int8", "int4", "float8_e4m3fn", "float8_e5m2", "uint8"])

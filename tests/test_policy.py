@@ -80,6 +80,15 @@ def test_quantized_policies():
     assert dp.QuantizedFloat8DTypePolicy(source_name="float32").amax_history_length == 1024
     assert fp8 != dp.QuantizedFloat8DTypePolicy("float8", "mixed_bfloat16", amax_history_length=17, margin=1)
     assert fp8 == dp.QuantizedFloat8DTypePolicy("float8", "p=f32,c=bf16", amax_history_length=16, margin=1)
+    current = dp.QuantizedFloat8DTypePolicy("float8", "mixed_bfloat16", recipe="current")
+    assert (current.name, current.recipe, current.amax_history_length) == (
+        "float8_current_from_mixed_bfloat16",
+        "current",
+        None,
+    )
+    assert current != dp.QuantizedFloat8DTypePolicy("float8", "mixed_bfloat16")
+    assert current == dp.get("float8_current_from_p=f32,c=bf16")
+    assert hash(current) == hash(dp.get("float8_current_from_mixed_bfloat16"))
 
 
 @pytest.mark.parametrize(
@@ -95,6 +104,13 @@ def test_quantized_policies():
         (lambda: dp.QuantizedFloat8DTypePolicy(amax_history_length=2.0), TypeError, "received 2.0"),
         (lambda: dp.QuantizedFloat8DTypePolicy(margin=-1), ValueError, "received -1"),
         (lambda: dp.QuantizedFloat8DTypePolicy(margin=True), TypeError, "received True"),
+        (lambda: dp.QuantizedFloat8DTypePolicy(recipe="dynamic"), ValueError, "received 'dynamic'"),
+        (lambda: dp.QuantizedFloat8DTypePolicy(recipe=None), TypeError, "received None"),
+        (
+            lambda: dp.QuantizedFloat8DTypePolicy(amax_history_length=16, recipe="current"),
+            ValueError,
+            "current scaling keeps no history. Received amax_history_length=16",
+        ),
     ],
 )
 def test_quantized_argument_errors(factory, error, fragment):

@@ -95,7 +95,18 @@ def test_serialize_format():
     }
     assert dp.serialize(dp.QuantizedFloat8DTypePolicy("float8", "float32", 4, 1)) == {
         "class_name": "QuantizedFloat8DTypePolicy",
-        "config": {"mode": "float8", "source_name": "float32", "amax_history_length": 4, "margin": 1},
+        "config": {
+            "mode": "float8",
+            "source_name": "float32",
+            "amax_history_length": 4,
+            "margin": 1,
+            "recipe": "delayed",
+        },
+    }
+    # Current scaling keeps no history, so its config has no history length.
+    assert dp.serialize(dp.QuantizedFloat8DTypePolicy("float8", "float32", recipe="current")) == {
+        "class_name": "QuantizedFloat8DTypePolicy",
+        "config": {"mode": "float8", "source_name": "float32", "margin": 0, "recipe": "current"},
     }
 
 
