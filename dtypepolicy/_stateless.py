@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 
 from dtypepolicy._context import stateless_scope_var as _current_scope
 from dtypepolicy._variable import Variable
+from dtypepolicy.quantization._max_combine import from_max_combined, to_max_combined
 
 
 def current_scope() -> StatelessScope | None:
@@ -58,6 +60,24 @@ class StatelessScope:
                 )
             self._values[id(variable)] = (variable, array.astype(variable.dtype))
 
+    def combine_gradients_by_max(self, variables: Iterable[Any]) -> list:
+        """Holds these variables' given values so that their cotangents combine by max, not sum.
+
+        For `overwrite_with_gradient` state under `jax.grad`: when a layer runs twice (weight
+        sharing, `lax.scan`) the two new values must combine by max. Returns the held values.
+        """
+        held = []
+        for variable in variables:
+            entry = self._values.get(id(variable))
+            if (
+                entry is not None
+                and isinstance(entry[1], jax.core.Tracer)
+                and jnp.issubdtype(entry[1].dtype, jnp.floating)
+            ):
+                self._values[id(variable)] = (variable, to_max_combined(entry[1]))
+                held.append(self._values[id(variable)][1])
+        return held
+
     def __enter__(self) -> StatelessScope:
         self._parent = _current_scope.get()
         self._token = _current_scope.set(self)
@@ -76,7 +96,8 @@ class StatelessScope:
         """The value a read of `variable` sees here."""
         entry = self._values.get(id(variable))
         if entry is not None:
-            return entry[1]
+            # Float8 state held for max-combined cotangents: each read is a float32 view of it.
+            return from_max_combined(entry[1])
         if self._parent is not None:
             return self._parent.read(variable)
         return variable._value

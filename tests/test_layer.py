@@ -387,7 +387,10 @@ def test_input_output_and_quantize_are_clear():
         layer.output  # noqa: B018
     with pytest.raises(ValueError, match="received 'int3'"):
         layer.quantize("int3")
-    with pytest.raises(NotImplementedError, match=r"Linear \('lin'\) does not support quantize\('int8'\)"):
+    with pytest.raises(ValueError, match=r"'lin' must be built before quantize\('int8'\)"):
+        layer.quantize("int8")
+    layer(jnp.ones((1, 3)))
+    with pytest.raises(ValueError, match=r"Layer 'lin' \(Linear\) has no int8 form"):
         layer.quantize("int8")
 
 

@@ -21,7 +21,17 @@ from dtypepolicy import _context, _state
 from dtypepolicy._autocast import enter_autocast, leave_autocast
 from dtypepolicy._dtypes import is_float
 from dtypepolicy._strict import check_outputs, strict_mode
-from layers._base import _call_context, _inputs, _masking, _policy_key_check, _signature, _traced_losses, _transaction
+from dtypepolicy.quantization import _max_combine as max_combine
+from layers._base import (
+    _call_context,
+    _inputs,
+    _masking,
+    _policy_key_check,
+    _quantization,
+    _signature,
+    _traced_losses,
+    _transaction,
+)
 from layers._base._input_spec import check_input_spec
 
 
@@ -318,6 +328,8 @@ def wrap_build(build: Callable) -> Callable:
             # they are computed concretely even when the first call happens under a JAX trace.
             with dp.policy_scope(layer.dtype_policy), jax.ensure_compile_time_eval():
                 result = build(layer, *args, **kwargs)
+                _quantization.check_policy_at_build(layer)  # after build: it may create the sublayers
+                _quantization.add_quantized_weights(layer)  # a quantized policy's variables, after the layer's own
         except BaseException:
             _transaction.restore(layer, snapshot, own_variables, own_layers)
             raise
@@ -347,6 +359,22 @@ def _check_values(values: Any, variables: list, what: str, layer: Any) -> list:
     return list(values)
 
 
+def _touch_held_state(outputs: Any, held: list) -> Any:
+    """Routes "not updated" cotangents to held float8 state through the first floating output.
+
+    A state variable no quantizer read in this call (its layer skipped) then gets "not updated"
+    from `jax.grad` rather than the zero of an unused input, which an optimizer would assign.
+    """
+    if not held:
+        return outputs
+    leaves, treedef = jax.tree.flatten(outputs)
+    for i, leaf in enumerate(leaves):
+        if isinstance(leaf, jax.Array) and jnp.issubdtype(leaf.dtype, jnp.floating):
+            leaves[i] = max_combine.touch(leaf, held)
+            return jax.tree.unflatten(treedef, leaves)
+    return outputs
+
+
 def stateless_call(
     layer: Any, trainable_values: Any, non_trainable_values: Any, args: tuple, kwargs: dict, return_losses: bool
 ) -> Any:
@@ -373,7 +401,8 @@ def stateless_call(
     try:
         # Its own transaction root: nothing a stateless call reports reaches an enclosing call.
         with dp.StatelessScope(mapping) as scope, _transaction.isolated():
-            outputs = run(layer, args, kwargs)
+            held = scope.combine_gradients_by_max(v for v in trainable if v.overwrite_with_gradient)
+            outputs = _touch_held_state(run(layer, args, kwargs), held)
             losses = layer.losses if return_losses else None
         new_values = [scope.get_current_value(variable) for variable in non_trainable]
     finally:

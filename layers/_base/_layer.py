@@ -19,6 +19,7 @@ from layers._base import (
     _input_spec,
     _names,
     _ownership,
+    _quantization,
     _shapes,
     _summary,
     _traced_losses,
@@ -30,7 +31,6 @@ from layers._base._metrics import Metric
 
 # Framework attributes that hold state but must not be tracked as the layer's own state.
 _UNTRACKED = frozenset({"_parent_ref", "_own_variables", "_own_layers", "_losses", "_metrics_by_name"})
-_QUANTIZATION_MODES = ("int8", "int4", "float8")
 # Constructor arguments the base class serializes itself (a policy map is not a plain value).
 _BASE_CONFIG_KEYS = frozenset({"name", "trainable", "dtype", "autocast", "activity_regularizer"})
 
@@ -659,11 +659,42 @@ class Layer(_tracking.Trackable):
             self, trainable_variables, non_trainable_variables, args, kwargs, return_losses
         )
 
-    def quantize(self, mode: str) -> None:
-        """Quantizes the layer's weights; layers without a quantization strategy raise."""
-        if mode not in _QUANTIZATION_MODES:
-            raise ValueError(f"quantize mode must be one of {_QUANTIZATION_MODES}, received {mode!r}.")
-        raise NotImplementedError(f"Layer {type(self).__name__} ({self.name!r}) does not support quantize({mode!r}).")
+    def quantize(
+        self, mode: str, filter: Any = None, keep_first_and_last: bool = False, **options: Any
+    ) -> _quantization.QuantizationReport:
+        """Quantizes this built layer, or every layer inside it that has a quantized form.
+
+        `"float8"` (training: the layer keeps its float32 master weights and gains six scale and
+        history variables) or `"int8"` (inference: the kernel becomes int8 codes and a float32
+        scale per output channel). Each quantized layer's policy becomes
+        `"<mode>_from_<its policy>"`, so `get_config` records it.
+
+        Args:
+          mode: `"float8"` or `"int8"`.
+          filter: None (every eligible layer), a regex that layer paths must fully match, or a
+            callable taking a layer and returning True to quantize it.
+          keep_first_and_last: keep the first and last eligible layers in high precision (the
+            usual recipe: the embedding-side and the head projections are the most sensitive).
+          **options: float8 policy options: `recipe` (`"delayed"` or `"current"`),
+            `amax_history_length`, `margin`.
+
+        Returns:
+          A `QuantizationReport`: per leaf layer, quantized or skipped and why.
+
+        Raises:
+          ValueError: the layer is not built, is already quantized, or nothing in it has a
+            `mode` form; or a bad mode or filter.
+          TypeError: an option this mode does not take.
+
+        Example:
+          >>> import layers
+          >>> dense = layers.Dense(3)
+          >>> _ = dense(np.ones((2, 4)))
+          >>> _ = dense.quantize("float8")
+          >>> dense.dtype_policy.name, [v.name for v in dense.weights][:3]
+          ('float8_from_float32', ['kernel', 'bias', 'inputs_scale'])
+        """
+        return _quantization.quantize(self, mode, filter, keep_first_and_last, **options)
 
     # --- configs -------------------------------------------------------------------------
 

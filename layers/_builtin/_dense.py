@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from dtypepolicy import _numerics
 from dtypepolicy._autocast import current_autocast_dtype
 from dtypepolicy._dtypes import is_float
+from dtypepolicy.quantization import DENSE, Contraction, QuantizationStrategy, strategy_for
 from layers import activations
 from layers._base._input_spec import InputSpec
 from layers._base._layer import Layer
@@ -69,7 +70,61 @@ def _input_dtype(dtype: Any, autocast: str | None, kernel_dtype: str) -> str:
     return dtype.name if jnp.issubdtype(dtype, jnp.inexact) else kernel_dtype
 
 
-def project(layer: Layer, inputs: jax.Array, forward: Callable[..., jax.Array]) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("strategy", "contraction", "names", "compute", "training", "activation"))
+def _quantized_forward(
+    x: jax.Array,
+    kernel: jax.Array,
+    bias: jax.Array | None,
+    weights: tuple[jax.Array, ...],
+    *,
+    strategy: QuantizationStrategy,
+    contraction: Contraction,
+    names: tuple[str, ...],
+    compute: str,
+    training: bool,
+    activation: Any,
+) -> jax.Array:
+    # The strategy's projection in one compiled dispatch per eager call, like the plain forward.
+    outputs = strategy.project(
+        x,
+        kernel,
+        bias,
+        dict(zip(names, weights, strict=True)),
+        contraction=contraction,
+        compute_dtype=compute,
+        training=training,
+    )
+    return outputs if activation is None else activation(outputs)
+
+
+@functools.lru_cache(maxsize=256)
+def _strategy_of(policy: Any) -> QuantizationStrategy | None:
+    return strategy_for(policy)
+
+
+def _project_quantized(layer: Layer, inputs: jax.Array, strategy: QuantizationStrategy, training: Any) -> jax.Array:
+    autocast = current_autocast_dtype()
+    names = layer._quantized_weight_names
+    bias = None if layer.bias is None else layer.bias._read_storage()
+    activation = static_activation(layer.activation)
+    outputs = _quantized_forward(
+        inputs,
+        layer.kernel._read_storage(),
+        bias,
+        tuple(getattr(layer, name)._read_storage() for name in names),
+        strategy=strategy,
+        contraction=layer._contraction(),
+        names=names,
+        compute=autocast or layer.compute_dtype,
+        training=bool(training),
+        activation=activation,
+    )
+    if activation is None and layer.activation is not activations.linear:
+        outputs = layer.activation(outputs)
+    return outputs
+
+
+def project(layer: Layer, inputs: jax.Array, forward: Callable[..., jax.Array], training: Any = None) -> jax.Array:
     """Runs `forward(x, kernel, bias, activation=, dtypes=)` for a layer with `kernel`, `bias`, `activation`.
 
     The forward gets the raw input and the stored (float32 master) weights and casts them
@@ -81,8 +136,13 @@ def project(layer: Layer, inputs: jax.Array, forward: Callable[..., jax.Array]) 
 
     The activation goes inside the jitted forward when it is hashable; an unhashable one cannot
     be a static jit argument and runs after it. (Dense and EinsumDense share this; a precision
-    strategy such as float8 will plug in here.)
+    strategy plugs in here: a layer under a quantized policy runs its strategy's projection,
+    with `training` deciding whether float8 scales advance.)
     """
+    if layer.quantization_mode is not None:
+        strategy = _strategy_of(layer.dtype_policy)
+        if strategy is not None and layer.quantization_mode in layer._quantization_modes:
+            return _project_quantized(layer, inputs, strategy, training)
     autocast = current_autocast_dtype()
     kernel_variable, bias_variable = layer.kernel, layer.bias
     kernel_dtype = kernel_variable._read_dtype()
@@ -145,6 +205,7 @@ class Dense(Layer):
     """
 
     _autocast_inputs = False  # `project` casts inside the jitted forward
+    _quantization_modes = ("int8", "float8")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -205,9 +266,15 @@ class Dense(Layer):
             )
         self.input_spec = InputSpec(min_ndim=2, axes={-1: input_dim})
 
-    def call(self, inputs: jax.Array) -> jax.Array:
-        """Returns `activation(inputs @ kernel + bias)` in the compute dtype."""
-        return project(self, inputs, _dense_forward)
+    def call(self, inputs: jax.Array, training: bool | None = None) -> jax.Array:
+        """Returns `activation(inputs @ kernel + bias)` in the compute dtype.
+
+        `training` matters to float8 layers only: their scales advance in training steps.
+        """
+        return project(self, inputs, _dense_forward, training)
+
+    def _contraction(self) -> Contraction:
+        return DENSE
 
     def get_config(self) -> dict[str, Any]:
         """The base config plus every constructor argument, serialized for JSON.

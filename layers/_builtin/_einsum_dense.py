@@ -17,6 +17,7 @@ import jax
 import numpy as np
 
 from dtypepolicy import _numerics
+from dtypepolicy.quantization import Contraction
 from layers import activations
 from layers._base._input_spec import InputSpec
 from layers._base._layer import Layer
@@ -212,6 +213,7 @@ class EinsumDense(Layer):
     """
 
     _autocast_inputs = False  # `project` casts inside the jitted forward
+    _quantization_modes = ("int8", "float8")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -317,9 +319,15 @@ class EinsumDense(Layer):
             )
         self.input_spec = InputSpec(ndim=len(input_shape), axes=fixed_axes)
 
-    def call(self, inputs: jax.Array) -> jax.Array:
-        """Returns `activation(einsum(equation, inputs, kernel) + bias)` in the compute dtype."""
-        return project(self, inputs, functools.partial(_einsum_forward, self.equation))
+    def call(self, inputs: jax.Array, training: bool | None = None) -> jax.Array:
+        """Returns `activation(einsum(equation, inputs, kernel) + bias)` in the compute dtype.
+
+        `training` matters to float8 layers only: their scales advance in training steps.
+        """
+        return project(self, inputs, functools.partial(_einsum_forward, self.equation), training)
+
+    def _contraction(self) -> Contraction:
+        return Contraction(self.equation)
 
     def get_config(self) -> dict[str, Any]:
         """The base config plus every constructor argument, serialized for JSON.

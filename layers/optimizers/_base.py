@@ -17,6 +17,7 @@ import optax
 
 import dtypepolicy as dp
 from dtypepolicy._stateless import current_scope
+from dtypepolicy.quantization import keep_unless_updated
 from layers.optimizers import _arguments, _rules
 
 __all__ = ["AccumulationState", "Optimizer", "OptimizerState"]
@@ -375,7 +376,8 @@ class Optimizer:
         for i, p, u in zip(ordinary, params, updates, strict=True):
             new_values[i] = (p + jnp.asarray(u).astype(p.dtype)).astype(values[i].dtype)
         for i, value in zip(overwritten, incoming, strict=True):
-            new_values[i] = value
+            # A use that did not run (a skipped layer, an untaken lax.cond branch) sends "not updated".
+            new_values[i] = keep_unless_updated(values[i], value)
         for i, constraint in enumerate(layout.constraints):
             if constraint is not None:
                 new_values[i] = jnp.asarray(constraint(new_values[i])).astype(values[i].dtype)

@@ -110,7 +110,8 @@ class LossScaleOptimizer(Optimizer):
 
     def _step(self, layout: _Layout, state: LossScaleState, grads: list, values: list) -> tuple[list, LossScaleState]:
         scale = state.loss_scale
-        finite = all_finite(grads)
+        # Overwrite-with-gradient values are new state, not gradients ("not updated" is -inf).
+        finite = all_finite([g for g, owg in zip(grads, layout.overwrite, strict=True) if not owg])
         unscaled = [
             g if owg else g.astype(_wide(v.dtype)) / scale.loss_scale.astype(_wide(v.dtype))
             for g, v, owg in zip(grads, values, layout.overwrite, strict=True)

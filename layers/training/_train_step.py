@@ -159,7 +159,8 @@ class TrainStep:
         if self.loss_scaling:
             # A step the loss scale skips (non-finite gradients) keeps the old statistics too:
             # overflowed activations must not reach BatchNormalization's moving averages.
-            finite = all_finite(grads)
+            overwrite = [v.overwrite_with_gradient for v in self.model.trainable_variables]
+            finite = all_finite([g for g, owg in zip(grads, overwrite, strict=True) if not owg])
             non_trainable = jax.tree.map(
                 lambda new, old: jnp.where(finite, new, old), non_trainable, state.non_trainable
             )

@@ -1,0 +1,238 @@
+"""Quantizing layers: `Layer.quantize`, quantized policies at build, and the report.
+
+A layer has a quantized form when its class lists modes in `_quantization_modes` and
+implements `_contraction()` (Dense and EinsumDense; attention and transformer blocks are
+quantized through the projections inside them). The precision math is the engine's
+(`dtypepolicy.quantization`); this module only creates and replaces the variables the strategy
+asks for, and decides which layers of a model to quantize.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax.numpy as jnp
+
+import dtypepolicy as dp
+from dtypepolicy.quantization import MODES, strategy_for
+
+_FLOAT8_OPTIONS = ("recipe", "amax_history_length", "margin")
+
+
+class QuantizationDecision(NamedTuple):
+    """What `quantize` did with one layer.
+
+    Attributes:
+      path: the layer's path.
+      quantized: whether it was quantized by this call.
+      reason: why (the new policy name, or why it was skipped).
+    """
+
+    path: str
+    quantized: bool
+    reason: str
+
+
+class QuantizationReport(tuple):
+    """The decisions of one `quantize` call, one per leaf layer, in model order.
+
+    Example:
+      >>> import layers
+      >>> model = layers.Sequential([layers.Dense(4), layers.LayerNormalization(), layers.Dense(2)])
+      >>> _ = model(np.ones((1, 3)))
+      >>> report = model.quantize("int8")
+      >>> report.quantized
+      ['sequential/dense', 'sequential/dense_1']
+      >>> report[1]
+      QuantizationDecision(path='sequential/layer_normalization', quantized=False, reason='no int8 form')
+    """
+
+    __slots__ = ()
+
+    @property
+    def quantized(self) -> list[str]:
+        """The paths of the layers quantized."""
+        return [d.path for d in self if d.quantized]
+
+    @property
+    def skipped(self) -> list[str]:
+        """The paths of the layers left as they were."""
+        return [d.path for d in self if not d.quantized]
+
+    def __str__(self) -> str:
+        width = max((len(d.path) for d in self), default=4)
+        lines = [f"{'layer':<{width}}  decision   reason"]
+        lines += [f"{d.path:<{width}}  {'quantized' if d.quantized else 'skipped':<9}  {d.reason}" for d in self]
+        return "\n".join(lines)
+
+
+def modes_of(layer: Any) -> tuple[str, ...]:
+    """The quantization modes `layer`'s class implements (empty: no quantized form)."""
+    return tuple(getattr(type(layer), "_quantization_modes", ()))
+
+
+def check_policy_at_build(layer: Any) -> None:
+    """A quantized policy given to a layer without that quantized form is an error, not a no-op.
+
+    Runs after `build`. A layer with sublayers passes the policy on to them; layers that only
+    inherit a quantized policy (from a parent or the global default) compute in its source policy: a model given `dtype="float8_from_mixed_bfloat16"` quantizes its
+    Dense layers and keeps its normalization layers in mixed_bfloat16.
+    """
+    policy = layer.dtype_policy
+    mode = policy.quantization_mode
+    if mode is None or mode in modes_of(layer) or layer._own_layers:  # a container passes it on
+        return
+    explicit = layer._explicit_dtype
+    if isinstance(explicit, dp.DTypePolicy) and explicit.quantization_mode is not None:
+        raise ValueError(
+            f"Layer {layer.name!r} ({type(layer).__name__}) was given the quantized policy {policy.name!r}, but "
+            f"{type(layer).__name__} has no {mode} form (layers with one: Dense, EinsumDense and the layers built "
+            f"from them). Give it a plain policy such as {policy.source_name!r}, or call model.quantize({mode!r}) "
+            f"to quantize the layers that can be."
+        )
+
+
+def add_quantized_weights(layer: Any) -> None:
+    """Creates the variables the layer's quantization strategy asks for (at build or by `quantize`)."""
+    strategy = strategy_for(layer.dtype_policy)
+    if strategy is None or layer.quantization_mode not in modes_of(layer):
+        return
+    contraction = layer._contraction()
+    kernel = jnp.asarray(layer.kernel._read_storage(), jnp.float32)  # the master, never an autocast copy
+    specs = strategy.weight_specs(kernel, contraction)
+    stored = strategy.stored_kernel(kernel, contraction)
+    with layer._unlocked():
+        if stored is not None:
+            # The codes replace the float kernel: stored as they are, not trained, never cast.
+            layer.kernel = layer.add_weight(
+                shape=stored.shape,
+                initializer=_constant(stored),
+                dtype=str(stored.dtype),
+                trainable=False,
+                autocast=False,
+                name="kernel",
+            )
+        for spec in specs:
+            variable = layer.add_weight(
+                shape=spec.shape,
+                initializer=_constant(spec.value),
+                dtype=spec.dtype,
+                trainable=spec.trainable,
+                autocast=False,
+                overwrite_with_gradient=spec.overwrite_with_gradient,
+                name=spec.name,
+            )
+            setattr(layer, spec.name, variable)
+    object.__setattr__(layer, "_quantized_weight_names", tuple(spec.name for spec in specs))
+
+
+def _constant(value: Any) -> Callable[..., Any]:
+    def initializer(shape: Any, dtype: Any = None) -> Any:
+        return jnp.broadcast_to(jnp.asarray(value), tuple(shape)).astype(dtype)
+
+    return initializer
+
+
+def _check_arguments(mode: Any, filter: Any, keep_first_and_last: Any) -> Callable[[Any], bool] | None:
+    if not isinstance(mode, str) or mode not in MODES:
+        raise ValueError(f"quantize mode must be one of {MODES}, received {mode!r}.")
+    if not isinstance(keep_first_and_last, bool):
+        raise TypeError(f"keep_first_and_last must be a bool, received {keep_first_and_last!r}.")
+    if filter is None:
+        return None
+    if isinstance(filter, str):
+        try:
+            pattern = re.compile(filter)
+        except re.error as error:
+            raise ValueError(f"quantize filter {filter!r} is not a valid regular expression: {error}.") from None
+        return lambda layer: pattern.fullmatch(layer.path) is not None
+    if callable(filter):
+        return filter
+    raise TypeError(
+        f"quantize filter must be None, a path regex (str) or a callable taking a layer and returning a bool; "
+        f"received {filter!r} of type {type(filter).__name__}."
+    )
+
+
+def _target_policy(layer: Any, mode: str, options: dict[str, Any]) -> dp.DTypePolicy:
+    source = layer.dtype_policy.name
+    if mode == "float8":
+        return dp.QuantizedFloat8DTypePolicy("float8", source, **options)
+    return dp.QuantizedDTypePolicy(mode, source)
+
+
+def _check_options(mode: str, options: dict[str, Any]) -> None:
+    allowed = _FLOAT8_OPTIONS if mode == "float8" else ()
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise TypeError(
+            f"quantize({mode!r}) got unknown option(s) {unknown}; "
+            + (f"float8 accepts {list(_FLOAT8_OPTIONS)}." if mode == "float8" else f"{mode} takes no options.")
+        )
+
+
+def quantize(
+    layer: Any, mode: str, filter: Any = None, keep_first_and_last: bool = False, **options: Any
+) -> QuantizationReport:
+    """`Layer.quantize`: quantizes `layer`, or every eligible layer inside it; returns the report."""
+    accept = _check_arguments(mode, filter, keep_first_and_last)
+    _check_options(mode, options)
+    if not layer.built:
+        raise ValueError(
+            f"Layer {layer.name!r} must be built before quantize({mode!r}): quantization converts existing "
+            f"weights. Call it once on example data or call build(input_shape) first."
+        )
+    if modes_of(layer):  # a layer with a quantized form of its own: quantize it or say why not
+        if layer.quantization_mode is not None:
+            raise ValueError(
+                f"Layer {layer.name!r} is already quantized ({layer.dtype_policy.name!r}); it cannot be quantized "
+                f"again to {mode!r}. Quantize a copy of the unquantized layer instead."
+            )
+        if mode not in modes_of(layer):
+            raise ValueError(
+                f"Layer {layer.name!r} ({type(layer).__name__}) has no {mode} form; it has {modes_of(layer)}."
+            )
+        if accept is not None and not accept(layer):
+            return QuantizationReport([QuantizationDecision(layer.path, False, "excluded by the filter")])
+        leaves = [layer]
+    elif not layer._own_layers:
+        raise ValueError(
+            f"Layer {layer.name!r} ({type(layer).__name__}) has no {mode} form (layers with one: Dense, EinsumDense "
+            f"and the layers built from them)."
+        )
+    else:
+        leaves = [sub for sub in layer._flatten_layers(include_self=False) if modes_of(sub) or not sub._own_layers]
+        if not any(mode in modes_of(sub) for sub in leaves):
+            raise ValueError(
+                f"Layer {layer.name!r} ({type(layer).__name__}) has no layer with a {mode} form inside it "
+                f"(layers with one: Dense, EinsumDense and the layers built from them)."
+            )
+    eligible = [sub for sub in leaves if mode in modes_of(sub) and sub.quantization_mode is None]
+    ends = {id(eligible[0]), id(eligible[-1])} if keep_first_and_last and eligible else set()
+    plan: list[tuple[Any, dp.DTypePolicy | None, str]] = []
+    for sub in leaves:
+        if not modes_of(sub):
+            plan.append((sub, None, f"no {mode} form"))
+        elif sub.quantization_mode is not None:
+            plan.append((sub, None, f"already quantized ({sub.dtype_policy.name})"))
+        elif mode not in modes_of(sub):
+            plan.append((sub, None, f"no {mode} form"))
+        elif id(sub) in ends:
+            which = "first" if sub is eligible[0] else "last"
+            plan.append((sub, None, f"kept in high precision (the {which} eligible layer)"))
+        elif accept is not None and not accept(sub):
+            plan.append((sub, None, "excluded by the filter"))
+        elif not sub.built:
+            plan.append((sub, None, "not built"))
+        else:
+            plan.append((sub, _target_policy(sub, mode, options), ""))  # options checked before anything changes
+    for sub, policy, _ in plan:
+        if policy is not None:
+            sub.dtype_policy = policy
+            add_quantized_weights(sub)
+    return QuantizationReport(
+        QuantizationDecision(sub.path, policy is not None, policy.name if policy is not None else reason)
+        for sub, policy, reason in plan
+    )
