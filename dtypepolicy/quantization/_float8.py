@@ -50,6 +50,16 @@ def _next_state(x: jax.Array, scale: jax.Array, history: jax.Array, dtype_max: f
     return new_scale, _f8.update_amax_history(x, history)
 
 
+def _gradient_products(contraction: Contraction, x_hat: jax.Array, kernel_hat: jax.Array, grad_hat: jax.Array):
+    """The input and kernel gradients, from the q/dq'd operands and output gradient.
+
+    All three are in the compute dtype, so both products take float8-derived operands of that
+    dtype (the pattern the GEMM rewriter turns into float8 matmuls) instead of float32 copies.
+    """
+    _, transpose = jax.vjp(lambda a, b: contraction(a, b, grad_hat.dtype), x_hat, kernel_hat)
+    return transpose(grad_hat)
+
+
 @functools.lru_cache(maxsize=256)
 def _delayed_projection(contraction: Contraction, compute: str, training: bool, margin: int):
     """The delayed-scaling product as a custom_vjp function of `(x, kernel, state)`."""
@@ -83,8 +93,7 @@ def _delayed_projection(contraction: Contraction, compute: str, training: bool, 
         else:
             new_grad = (_unchanged(grad_scale), _unchanged(grad_history))
         grad_hat = _f8.quantize_dequantize(cotangent, grad_scale, E5M2, compute)
-        _, transpose = jax.vjp(lambda a, b: contraction(a, b, "float32"), x_hat, kernel_hat)
-        x_grad, kernel_grad = transpose(grad_hat.astype(jnp.float32))
+        x_grad, kernel_grad = _gradient_products(contraction, x_hat, kernel_hat, grad_hat)
         state_grad = (new_inputs[0], new_kernel[0], new_grad[0], new_inputs[1], new_kernel[1], new_grad[1])
         return x_grad, kernel_grad, state_grad
 
@@ -118,8 +127,7 @@ def _current_projection(contraction: Contraction, compute: str, margin: int):
         x_hat, kernel_hat = residuals
         grad_scale = _current_scale(cotangent, _f8.E5M2_MAX, margin)
         grad_hat = _f8.quantize_dequantize(cotangent, grad_scale, E5M2, compute)
-        _, transpose = jax.vjp(lambda a, b: contraction(a, b, "float32"), x_hat, kernel_hat)
-        return transpose(grad_hat.astype(jnp.float32))
+        return _gradient_products(contraction, x_hat, kernel_hat, grad_hat)
 
     product.defvjp(forward, backward)
     return product
