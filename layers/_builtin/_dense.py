@@ -70,8 +70,7 @@ def _input_dtype(dtype: Any, autocast: str | None, kernel_dtype: str) -> str:
     return dtype.name if jnp.issubdtype(dtype, jnp.inexact) else kernel_dtype
 
 
-@functools.partial(jax.jit, static_argnames=("strategy", "contraction", "names", "compute", "training", "activation"))
-def _quantized_forward(
+def _quantized_forward_traced(
     x: jax.Array,
     kernel: jax.Array,
     bias: jax.Array | None,
@@ -97,6 +96,13 @@ def _quantized_forward(
     return outputs if activation is None else activation(outputs)
 
 
+# Eager calls dispatch once through jit; traced calls inline the forward, so a caller's lowered HLO
+# shows the quantize-dequantize ops next to the dots they feed (no nested call in between).
+_quantized_forward_jitted = jax.jit(
+    _quantized_forward_traced, static_argnames=("strategy", "contraction", "names", "compute", "training", "activation")
+)
+
+
 @functools.lru_cache(maxsize=256)
 def _strategy_of(policy: Any) -> QuantizationStrategy | None:
     return strategy_for(policy)
@@ -107,11 +113,15 @@ def _project_quantized(layer: Layer, inputs: jax.Array, strategy: QuantizationSt
     names = layer._quantized_weight_names
     bias = None if layer.bias is None else layer.bias._read_storage()
     activation = static_activation(layer.activation)
-    outputs = _quantized_forward(
+    kernel = layer.kernel._read_storage()
+    weights = tuple(getattr(layer, name)._read_storage() for name in names)
+    traced = any(isinstance(value, jax.core.Tracer) for value in (inputs, kernel, bias, *weights))
+    forward = _quantized_forward_traced if traced else _quantized_forward_jitted
+    outputs = forward(
         inputs,
-        layer.kernel._read_storage(),
+        kernel,
         bias,
-        tuple(getattr(layer, name)._read_storage() for name in names),
+        weights,
         strategy=strategy,
         contraction=layer._contraction(),
         names=names,
