@@ -128,6 +128,23 @@ def _train_step() -> None:
     print("  same losses over the first 5 steps (checked); target ratio <= 1.02 (a short, noisy run)")
 
 
+def _float8_step() -> None:
+    """The emulated float8 train step against mixed_bfloat16, and the float8 GEMM pattern in its HLO."""
+    from benchmarks import float8_step
+
+    rounds, steps, width = 5, 10, 256
+    print(
+        f"Float8 train step (MLP {width} -> {width} -> {width} -> 10, batch 256, Adam; medians of {rounds} "
+        f"interleaved rounds of {steps} steps; `python -m benchmarks.float8_step` for the full run)"
+    )
+    for line in float8_step.table(float8_step.compare(rounds, steps, width, 256)).splitlines():
+        print("  " + line)
+    print(
+        "  On a CPU float8 is emulated (quantize-dequantize around ordinary products), so it costs time here; on "
+        "H100/H200 the dots fed by float8 become float8 matmuls."
+    )
+
+
 def _loss_scale() -> None:
     print("Dynamic loss scale (growth_interval=2)")
     loss_scale = dp.loss_scale.DynamicLossScale(initial_scale=2.0**15, growth_interval=2)
@@ -149,6 +166,7 @@ def main() -> None:
     _build_time()
     _dense_overhead()
     _train_step()
+    _float8_step()
     _loss_scale()
 
 
