@@ -7,7 +7,7 @@ Example:
   ('float32', 'bfloat16')
 """
 
-from dtypepolicy import float8, loss_scale
+from dtypepolicy import float8, loss_scale, quantization
 from dtypepolicy._autocast import autocast_scope
 from dtypepolicy._defaults import dtype_policy, policy_scope, set_dtype_policy
 from dtypepolicy._policy import DTypePolicy, QuantizedDTypePolicy, QuantizedFloat8DTypePolicy
@@ -34,6 +34,7 @@ __all__ = [
     "get",
     "loss_scale",
     "policy_scope",
+    "quantization",
     "serialize",
     "set_dtype_policy",
     "set_strict",

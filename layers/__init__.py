@@ -11,6 +11,7 @@ from layers import activations, constraints, initializers, ops, regularizers
 from layers._base._input_spec import InputSpec
 from layers._base._layer import Layer
 from layers._base._layer_serialization import deserialize, serialize
+from layers._base._quantization import QuantizationDecision, QuantizationReport
 from layers._base._summary import UnmatchedPolicyKeyWarning
 from layers._builtin._activation import Activation
 from layers._builtin._attention import MultiHeadAttention
@@ -35,6 +36,8 @@ __all__ = [
     "Layer",
     "LayerNormalization",
     "MultiHeadAttention",
+    "QuantizationDecision",
+    "QuantizationReport",
     "RMSNormalization",
     "Sequential",
     "Softmax",

@@ -41,7 +41,13 @@ MODULES = [
     "dtypepolicy._variable",
     "dtypepolicy.float8",
     "dtypepolicy.loss_scale",
+    "dtypepolicy.quantization",
+    "dtypepolicy.quantization._contraction",
+    "dtypepolicy.quantization._float8",
+    "dtypepolicy.quantization._int8",
+    "dtypepolicy.quantization._max_combine",
     "layers",
+    "layers._base._quantization",
     "layers._builtin._activation",
     "layers._builtin._arguments",
     "layers._builtin._attention",
@@ -111,7 +117,7 @@ def _public_objects():
             for attr, member in vars(obj).items():
                 if not attr.startswith("_") and (callable(member) or isinstance(member, property)):
                     yield f"layers.{name}.{attr}", member
-    for module in (dp.float8, dp.loss_scale):
+    for module in (dp.float8, dp.loss_scale, dp.quantization):
         for name in module.__all__:
             yield f"{module.__name__}.{name}", getattr(module, name)
     for module in (layers.optimizers, layers.losses, layers.training):

@@ -40,13 +40,16 @@ class QuantizationReport(tuple):
 
     Example:
       >>> import layers
-      >>> model = layers.Sequential([layers.Dense(4), layers.LayerNormalization(), layers.Dense(2)])
+      >>> model = layers.Sequential(
+      ...     [layers.Dense(4, name="up"), layers.LayerNormalization(name="norm"), layers.Dense(2, name="out")],
+      ...     name="model",
+      ... )
       >>> _ = model(np.ones((1, 3)))
       >>> report = model.quantize("int8")
       >>> report.quantized
-      ['sequential/dense', 'sequential/dense_1']
+      ['model/up', 'model/out']
       >>> report[1]
-      QuantizationDecision(path='sequential/layer_normalization', quantized=False, reason='no int8 form')
+      QuantizationDecision(path='model/norm', quantized=False, reason='no int8 form')
     """
 
     __slots__ = ()
@@ -77,8 +80,9 @@ def check_policy_at_build(layer: Any) -> None:
     """A quantized policy given to a layer without that quantized form is an error, not a no-op.
 
     Runs after `build`. A layer with sublayers passes the policy on to them; layers that only
-    inherit a quantized policy (from a parent or the global default) compute in its source policy: a model given `dtype="float8_from_mixed_bfloat16"` quantizes its
-    Dense layers and keeps its normalization layers in mixed_bfloat16.
+    inherit a quantized policy (from a parent or the global default) compute in its source
+    policy: a model given `dtype="float8_from_mixed_bfloat16"` quantizes its Dense layers and
+    keeps its normalization layers in mixed_bfloat16.
     """
     policy = layer.dtype_policy
     mode = policy.quantization_mode
