@@ -22,13 +22,15 @@ from dtypepolicy.quantization._contraction import Contraction
 from dtypepolicy.quantization._strategy import QuantizationStrategy, WeightSpec
 
 INT8_MAX = 127.0
+_INV_INT8_MAX = np.float32(1.0 / INT8_MAX)
 
 
 def absmax_quantize(x: jax.Array, axes: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
     """Symmetric int8 codes of `x` and their float32 scales, one per slice over `axes`.
 
     `x ≈ codes * scale`, with `scale = max|x| / 127` over `axes` (kept as size-1 axes); an
-    all-zero slice gets scale 1.
+    all-zero slice gets scale 1. In float32 terms: `scale = amax * float32(1/127)` and
+    `codes = clip(round_half_even(x * float32(1/scale)), -127, 127)`.
 
     Example:
       >>> codes, scale = absmax_quantize(jnp.array([[1.0, -2.0], [0.5, 0.25]]), axes=(1,))
@@ -37,8 +39,11 @@ def absmax_quantize(x: jax.Array, axes: tuple[int, ...]) -> tuple[jax.Array, jax
     """
     wide = jnp.asarray(x).astype(jnp.float32)
     amax = jnp.max(jnp.abs(wide), axis=axes, keepdims=True)
-    scale = jnp.where(amax > 0, amax / INT8_MAX, 1.0)
-    codes = jnp.clip(jnp.round(wide / scale), -INT8_MAX, INT8_MAX).astype(jnp.int8)
+    # Both divisions are written as products with a float32 reciprocal: XLA rewrites a division
+    # by a constant or by a broadcast into exactly that, so saying it keeps the result the same
+    # on every backend and under every fusion (and lets a NumPy reference reproduce it bit for bit).
+    scale = jnp.where(amax > 0, amax * _INV_INT8_MAX, 1.0)
+    codes = jnp.clip(jnp.round(wide * (1.0 / scale)), -INT8_MAX, INT8_MAX).astype(jnp.int8)
     return codes, scale
 
 
