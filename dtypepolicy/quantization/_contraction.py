@@ -50,11 +50,19 @@ class Contraction:
 
     @functools.cached_property
     def _summed(self) -> frozenset[str]:
+        # Every letter missing from the output is summed, also one only the input (or only the
+        # kernel) has: a per-row scale must be constant over it for the rescale to factor out.
         x, kernel, output = self._operands
-        return frozenset(set(x.replace(".", "")) & set(kernel) - set(output))
+        return frozenset((set(x) | set(kernel)) - set(output) - {"."})
 
     def _axes(self, spec: str, ndim: int) -> tuple[int, ...]:
         before, after = _split(spec)
+        letters = len(before) + len(after)
+        if ndim < letters or (ndim != letters and "..." not in spec):
+            raise ValueError(
+                f"An operand of rank {ndim} does not fit {spec!r} in the equation {self.equation!r}: "
+                f"expected rank {letters}" + (" or more." if "..." in spec else ".")
+            )
         axes = [i for i, letter in enumerate(before) if letter in self._summed]
         axes += [ndim - len(after) + i for i, letter in enumerate(after) if letter in self._summed]
         return tuple(axes)
