@@ -88,8 +88,25 @@ def amax_ref(x):
     return np.float32(np.max(np.abs(x)))
 
 
-def train_ref(kernel, bias, batches, targets, *, compute, loss, rule="ours", length=3, margin=0, lr=0.05):
-    """The delayed recipe over SGD steps; one dict of the eight values per step.
+def train_ref(
+    kernel,
+    bias,
+    batches,
+    targets,
+    *,
+    compute,
+    loss,
+    rule="ours",
+    recipe="delayed",
+    equation="ab,bc->ac",
+    length=3,
+    margin=0,
+    lr=0.05,
+):
+    """SGD steps of a float8 projection (bias on the last axis); one dict of the values per step.
+
+    `recipe="delayed"`: the eight values; `"current"`: kernel and bias (each tensor's scale from
+    its own amax in the same step, no state).
 
     `rule="ours"`: the quotient rounded in float32, the product and bias summed in float64 and
     rounded once, float32 bias gradient (SPEC §5/§6). `rule="keras"`: Keras 3's rule as read in its
@@ -100,15 +117,18 @@ def train_ref(kernel, bias, batches, targets, *, compute, loss, rule="ours", len
     kernel, bias = np.asarray(kernel, np.float32), np.asarray(bias, np.float32)
     scales, histories = [np.float32(1)] * 3, [np.zeros(length, np.float32) for _ in range(3)]
     quotient = compute if rule == "keras" else np.float32
+    x_letters, k_letters, out_letters = re.split(",|->", equation)
     out = []
     for x, target in zip(batches, targets, strict=True):
         x_c, k_c = rnd(x, compute), rnd(kernel, compute)
+        if recipe == "current":
+            scales[:2] = [scale_ref(amax_ref(v), 1.0, E4M3_MAX, margin) for v in (x_c, k_c)]
         x_hat = qdq_ref(x_c, scales[0], E4M3, compute, quotient)
         k_hat = qdq_ref(k_c, scales[1], E4M3, compute, quotient)
         if rule == "keras":
             y = rnd(rnd(x_hat @ k_hat, compute) + rnd(rnd(bias, BF16), compute), compute)
         else:
-            y = rnd(x_hat @ k_hat + bias, compute)
+            y = rnd(np.einsum(equation, x_hat, k_hat) + bias, compute)
         if loss == "linear":  # sum(y * w): the output gradient is w, exactly
             grad = rnd(target, compute)
         else:  # mean((y - t)**2) over all entries
@@ -118,11 +138,16 @@ def train_ref(kernel, bias, batches, targets, *, compute, loss, rule="ours", len
             for h, s, m in zip(histories, scales, (E4M3_MAX, E4M3_MAX, E5M2_MAX), strict=True)
         ]
         histories = [history_ref(amax_ref(v), h) for v, h in zip((x_c, k_c, grad), histories, strict=True)]
+        if recipe == "current":
+            scales[2] = scale_ref(amax_ref(grad), 1.0, E5M2_MAX, margin)
         g_hat = qdq_ref(grad, scales[2], E5M2, compute, quotient)
-        kernel_grad = rnd(x_hat.T @ g_hat, compute)
-        bias_grad = rnd(grad.sum(0), BF16 if rule == "keras" else np.float32)
+        kernel_grad = rnd(np.einsum(f"{x_letters},{out_letters}->{k_letters}", x_hat, g_hat), compute)
+        bias_grad = rnd(grad.reshape(-1, grad.shape[-1]).sum(0), BF16 if rule == "keras" else np.float32)
         kernel = (kernel - np.float32(lr) * kernel_grad.astype(np.float32)).astype(np.float32)
         bias = (bias - np.float32(lr) * bias_grad.astype(np.float32)).astype(np.float32)
+        if recipe == "current":
+            out.append({"kernel": kernel, "bias": bias})
+            continue
         scales = new_scales
         out.append(dict(zip(ORDER, (kernel, bias, *scales, *histories), strict=True)))
     return out
@@ -223,6 +248,33 @@ def test_delayed_state_after_k_steps_equals_the_numpy_recipe(source, via, margin
     expected = train_ref(kernel, bias, xs, ws, compute=COMPUTE[source], loss="linear", margin=margin)
     for t in range(GEN_STEPS):
         assert_state_equal(ours[t], expected[t], what=f"step {t}")
+        assert_weights_close(ours[t], expected[t], what=f"step {t}")
+
+
+def test_einsum_dense_delayed_state_after_k_steps_equals_the_numpy_recipe():
+    kernel, bias, xs, ws = generated_task()
+    xs, ws = [x.reshape(2, 3, -1) for x in xs], [w.reshape(2, 3, -1) for w in ws]
+    layer = layers.EinsumDense(
+        "abc,cd->abd", (3, 3), bias_axes="d", dtype=policy("mixed_bfloat16", amax_history_length=3)
+    )
+    layer.build((2, 3, 7))
+    layer.kernel.assign(kernel)
+    layer.bias.assign(bias)
+    ours = train_ours(layer, "linear", xs, ws, via="grad")
+    expected = train_ref(kernel, bias, xs, ws, compute=BF16, loss="linear", equation="abc,cd->abd")
+    for t in range(GEN_STEPS):
+        assert_state_equal(ours[t], expected[t], what=f"step {t}")
+        assert_weights_close(ours[t], expected[t], what=f"step {t}")
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_current_scaling_weights_after_k_steps_equal_the_numpy_recipe(source):
+    kernel, bias, xs, ws = generated_task()
+    dense = make_dense(source, kernel, bias, recipe="current")
+    assert [v.name for v in dense.weights] == ["kernel", "bias"]
+    ours = train_ours(dense, "linear", xs, ws)
+    expected = train_ref(kernel, bias, xs, ws, compute=COMPUTE[source], loss="linear", recipe="current")
+    for t in range(GEN_STEPS):
         assert_weights_close(ours[t], expected[t], what=f"step {t}")
 
 
@@ -452,7 +504,7 @@ def test_state_gradients_are_float32_inside_an_autocast_scope(source):
         return jnp.sum(outputs.astype(jnp.float32))
 
     with dp.autocast_scope("bfloat16"):
-        grads = jax.grad(objective)(values)
+        grads = jax.jit(jax.grad(objective))(values)
     for name, grad in zip(ORDER, grads, strict=True):
         if name in STATE:
             assert grad.dtype == jnp.float32, name
@@ -544,7 +596,7 @@ def test_current_scaling_outputs_and_gradients_equal_numpy_qdq_with_per_tensor_s
         return linear_loss(jnp.asarray(w), outputs), outputs
 
     values = [v.value for v in layer.trainable_variables]
-    (grads, x_grad), outputs = jax.grad(objective, argnums=(0, 1), has_aux=True)(values, jnp.asarray(x))
+    (grads, x_grad), outputs = jax.jit(jax.grad(objective, argnums=(0, 1), has_aux=True))(values, jnp.asarray(x))
     assert_close(outputs, y_ref, compute)
     assert_close(grads[0], rnd(x_hat.T @ g_hat, compute), compute)
     np.testing.assert_array_equal(grads[1], w.sum(0))  # the bias gradient: the float32 sum of w
@@ -564,7 +616,7 @@ def test_training_false_leaves_every_state_gradient_not_updated():
         outputs, _ = layer.stateless_call(values, [], jnp.asarray(x), training=False)
         return jnp.sum(outputs.astype(jnp.float32))
 
-    grads = dict(zip(ORDER, jax.grad(objective)(values), strict=True))
+    grads = dict(zip(ORDER, jax.jit(jax.grad(objective))(values), strict=True))
     for name in STATE:
         assert np.all(np.asarray(grads[name]) == -np.inf), name
     optimizer = optimizers.SGD(0.1)
@@ -618,7 +670,7 @@ def test_float16_compute_keeps_a_gradient_scale_that_float16_cannot_hold(recipe)
         outputs, _ = layer.stateless_call(values, [], jnp.asarray(x), training=True)
         return linear_loss(jnp.asarray(w), outputs)
 
-    kernel_grad = np.asarray(jax.grad(objective)(values)[0], np.float64)  # x_hat^T g_hat: no kernel scale
+    kernel_grad = np.asarray(jax.jit(jax.grad(objective))(values)[0], np.float64)  # x_hat^T g_hat: no kernel scale
     x_hat = qdq_ref(x, in_scale, E4M3, np.float16, np.float64)
     g_hat = qdq_ref(w, grad_scale, E5M2, np.float64, np.float64)  # the scale unrounded
     expected = rnd(x_hat.T @ rnd(g_hat, np.float16), np.float16)
@@ -638,7 +690,7 @@ def test_an_unusable_amax_keeps_the_old_scale(bad):
         outputs, _ = layer.stateless_call(values, [], jnp.asarray(x), training=True)
         return jnp.sum(outputs.astype(jnp.float32))
 
-    grads = dict(zip(ORDER, jax.grad(objective)(values), strict=True))
+    grads = dict(zip(ORDER, jax.jit(jax.grad(objective))(values), strict=True))
     assert float(grads["inputs_scale"]) == 0.25
     assert np.asarray(grads["inputs_amax_history"]).tolist()[0] == amax_ref(x)
 
