@@ -127,8 +127,8 @@ def quantize_dequantize(x: Any, scale: Any, dtype: Any, compute_dtype: Any) -> j
     `x` and `scale` are first rounded to `compute_dtype`; the quotient `x / scale` is formed in
     float32 and rounded once to float8; the result is `q * scale` in `compute_dtype`. Values
     beyond the format's range are clipped to +-max instead of becoming NaN. Under float16 a scale
-    below float16's normal range is not rounded (it would become 0 or lose its bits): it stays
-    float32 and `q * scale` is rounded once to float16.
+    below float16's normal range is raised to 2**-14 (rounded to float16 it would lose its bits or
+    become 0, and 0 * inf is NaN).
 
     Args:
       x: the values to round.
@@ -151,28 +151,25 @@ def quantize_dequantize(x: Any, scale: Any, dtype: Any, compute_dtype: Any) -> j
     # rounded twice. Dividing by a full-shape scale keeps XLA from rewriting the division as a
     # multiplication by a rounded reciprocal 1 / s (it still may when s is a jit-time constant).
     wide = "float64" if compute == "float64" else "float32"
-    x = jnp.asarray(x).astype(compute).astype(wide)
+    scale = jnp.asarray(scale)
     if compute == "float16":
-        return _quantize_dequantize_float16(x, jnp.asarray(scale), fp8, limit)
-    scale = jnp.asarray(scale).astype(compute)  # the one scale value both directions use
+        scale = _float16_scale(scale)
+    scale = scale.astype(compute)  # the one scale value both directions use
+    x = jnp.asarray(x).astype(compute).astype(wide)
     scaled = jnp.clip(x / jnp.broadcast_to(scale.astype(wide), x.shape), -limit, limit)
     return scaled.astype(fp8).astype(compute) * scale
 
 
-_FLOAT16_TINY = float(np.finfo(np.float16).tiny)  # 2**-14, the smallest normal float16
+_FLOAT16 = np.finfo(np.float16)
 
 
-def _quantize_dequantize_float16(x: jnp.ndarray, scale: jnp.ndarray, fp8: str, limit: float) -> jnp.ndarray:
-    """q/dq into float16 with a scale float16 may not hold.
+def _float16_scale(scale: jnp.ndarray) -> jnp.ndarray:
+    """A scale float16 holds as a normal number: small ones raised to 2**-14.
 
     Small amaxes give scales below float16's normal range (an E5M2 scale is subnormal for amax
-    < 3.5 and rounds to 0 for amax < 1.7e-3): x / 0 and q * 0 would zero the tensor, or make it
-    NaN. A scale that float16 holds as a normal number is rounded to it, as for the other compute
-    dtypes (same bits: q * s is exact in float32); a smaller one stays float32. The product is
-    formed in float32 and rounded once.
+    < 3.5 and rounds to 0 for amax < 1.7e-3), and x / 0 and q * 0 zero the tensor or make it
+    NaN. With 2**-14 instead, every float16 input still fits the format's range (|x| <= amax
+    < 448 * 2**-14, or 57344 * 2**-14), and only float16 subnormals, already coarse, can lose a
+    bit. The product stays a float16 multiply, the form the float8 GEMM rewrite matches.
     """
-    wide = scale.astype(jnp.float32)
-    held = scale.astype(jnp.float16).astype(jnp.float32)
-    scale = jnp.where(jnp.abs(held) >= _FLOAT16_TINY, held, wide)
-    scaled = jnp.clip(x / jnp.broadcast_to(scale, x.shape), -limit, limit)
-    return (scaled.astype(fp8).astype(jnp.float32) * scale).astype(jnp.float16)
+    return jnp.clip(scale.astype(jnp.float32), float(_FLOAT16.tiny), float(_FLOAT16.max))
