@@ -253,6 +253,36 @@ def test_a_layer_skipped_by_python_control_flow_keeps_its_state():
     np.testing.assert_array_equal(values(step, state, model.first)["inputs_amax_history"], [12.0, 0.0, 6.0])
 
 
+class AuxFirst(PythonSkip):
+    """PythonSkip returning `(2 x, output)`: the first floating output is not what the loss reads."""
+
+    def call(self, x):
+        return 2 * x, super().call(x)
+
+
+def test_a_skipped_layer_keeps_its_state_when_the_first_output_is_not_in_the_loss():
+    # Regression: the "not updated" cotangents were routed through the first floating output only.
+    # When the loss ignores that output JAX never runs its backward, so the skipped layer's state
+    # got JAX's zero gradient and was wiped to 0 (scale 0 then turns its next q/dq into inf/NaN).
+    model = built(AuxFirst(dtype="mixed_bfloat16"))
+
+    def loss(y_true, y_pred):
+        return dot_loss(y_true, y_pred[1])
+
+    y_true = np.ones((2, 4), np.float32)
+    step = training.make_train_step(model, loss, optimizers.SGD(0.01))
+    state, _ = step.jitted(step.init_state(), (POSITIVE, y_true))
+    before = values(step, state, model.second)
+    model.use_second = False
+    step = training.make_train_step(model, loss, optimizers.SGD(0.01))
+    step.optimizer.build(model.trainable_variables)
+    state, _ = step.jitted(state, (NEGATIVE, y_true))
+    after = values(step, state, model.second)
+    for name in STATE:
+        assert_same_bits(after[name], before[name])
+    np.testing.assert_array_equal(values(step, state, model.first)["inputs_amax_history"], [12.0, 0.0, 6.0])
+
+
 def test_inference_calls_do_not_advance_the_state():
     # Breaks if training=False still returns new state (SPEC: inference never updates scales).
     model = built(PythonSkip(dtype="mixed_bfloat16"))

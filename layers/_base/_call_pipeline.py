@@ -360,19 +360,20 @@ def _check_values(values: Any, variables: list, what: str, layer: Any) -> list:
 
 
 def _touch_held_state(outputs: Any, held: list) -> Any:
-    """Routes "not updated" cotangents to held float8 state through the first floating output.
+    """Routes "not updated" cotangents to held float8 state through every floating output.
 
     A state variable no quantizer read in this call (its layer skipped) then gets "not updated"
     from `jax.grad` rather than the zero of an unused input, which an optimizer would assign.
+    Every floating output, not just one: JAX skips the backward of an output the loss ignores.
     """
     if not held:
         return outputs
     leaves, treedef = jax.tree.flatten(outputs)
-    for i, leaf in enumerate(leaves):
-        if isinstance(leaf, jax.Array) and jnp.issubdtype(leaf.dtype, jnp.floating):
-            leaves[i] = max_combine.touch(leaf, held)
-            return jax.tree.unflatten(treedef, leaves)
-    return outputs
+    floating = [isinstance(leaf, jax.Array) and jnp.issubdtype(leaf.dtype, jnp.floating) for leaf in leaves]
+    if not any(floating):
+        return outputs
+    touched = [max_combine.touch(leaf, held) if f else leaf for leaf, f in zip(leaves, floating, strict=True)]
+    return jax.tree.unflatten(treedef, touched)
 
 
 def stateless_call(
