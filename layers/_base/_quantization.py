@@ -82,7 +82,8 @@ def check_policy_at_build(layer: Any) -> None:
     Runs after `build`. A layer with sublayers passes the policy on to them; layers that only
     inherit a quantized policy (from a parent or the global default) compute in its source
     policy: a model given `dtype="float8_from_mixed_bfloat16"` quantizes its Dense layers and
-    keeps its normalization layers in mixed_bfloat16.
+    keeps its normalization layers in mixed_bfloat16. A layer given the same quantized policy as
+    its container counts as inheriting it (a Sequential's config gives every layer its policy).
     """
     policy = layer.dtype_policy
     mode = policy.quantization_mode
@@ -90,12 +91,23 @@ def check_policy_at_build(layer: Any) -> None:
         return
     explicit = layer._explicit_dtype
     if isinstance(explicit, dp.DTypePolicy) and explicit.quantization_mode is not None:
+        if _container_policy(layer) == explicit:
+            # Its container has the same policy: that is how a Sequential given a quantized
+            # policy comes back from its config (each layer's config records the policy it
+            # inherited), so the layer follows the container as it did before.
+            return
         raise ValueError(
             f"Layer {layer.name!r} ({type(layer).__name__}) was given the quantized policy {policy.name!r}, but "
             f"{type(layer).__name__} has no {mode} form (layers with one: Dense, EinsumDense and the layers built "
             f"from them). Give it a plain policy such as {policy.source_name!r}, or call model.quantize({mode!r}) "
             f"to quantize the layers that can be."
         )
+
+
+def _container_policy(layer: Any) -> Any:
+    """The policy of the layer holding `layer`, or None at the top."""
+    parent = layer._parent
+    return None if parent is None else parent.dtype_policy
 
 
 def add_quantized_weights(layer: Any) -> None:
@@ -177,6 +189,56 @@ def _check_options(mode: str, options: dict[str, Any]) -> None:
         )
 
 
+def _config_holder(layer: Any) -> Any:
+    """The nearest layer, `layer` itself or one above it, whose policy a model config records.
+
+    A config records the policy of the top layer and of each layer a Sequential holds (its
+    config embeds theirs). A layer that its parent creates itself, such as a TransformerBlock's
+    Dense layers or the attention projections, is re-created by that parent and takes its
+    policy from it, so its own policy is recorded nowhere unless the parent holds it in a map.
+    """
+    from layers._builtin._sequential import Sequential  # _base modules load before _builtin
+
+    while True:
+        parent = layer._parent
+        if parent is None or isinstance(parent, Sequential):
+            return layer
+        layer = parent
+
+
+def _recorded_policies(changes: list[tuple[Any, dp.DTypePolicy]]) -> list[tuple[Any, dp.DTypePolicyMap]]:
+    """The maps to give the config holders of quantized layers that no config would record.
+
+    Each holder gets a `DTypePolicyMap` (its own, extended; or a new one whose default is its
+    policy) with an exact entry for every quantized layer below it, so `get_config` records the
+    quantization and `from_config` re-creates the quantized variables. The entries also pin the
+    policies every other layer below the holder has now, so none of them changes. Computed
+    before anything changes: a failure here leaves the model as it was.
+    """
+    maps: dict[int, tuple[Any, dict[str, Any]]] = {}
+    for sub, policy in changes:
+        holder = _config_holder(sub)
+        if holder is sub:
+            continue  # its own config (or its Sequential's) records the policy
+        if id(holder) not in maps:
+            maps[id(holder)] = (holder, {})
+        maps[id(holder)][1][sub.path] = policy
+    result = []
+    for holder, entries in maps.values():
+        explicit = holder._explicit_dtype
+        if isinstance(explicit, dp.DTypePolicyMap):
+            result.append((holder, explicit | entries))
+            continue
+        default = holder.dtype_policy
+        pinned = {
+            below.path: below.dtype_policy
+            for below in holder._flatten_layers(include_self=False)
+            if below.dtype_policy != default
+        }
+        result.append((holder, dp.DTypePolicyMap(default, {**pinned, **entries})))
+    return result
+
+
 def quantize(
     layer: Any, mode: str, filter: Any = None, keep_first_and_last: bool = False, **options: Any
 ) -> QuantizationReport:
@@ -232,9 +294,20 @@ def quantize(
             plan.append((sub, None, "not built"))
         else:
             plan.append((sub, _target_policy(sub, mode, options), ""))  # options checked before anything changes
+    recorded = _recorded_policies([(sub, policy) for sub, policy, _ in plan if policy is not None])
+    for holder, policy_map in recorded:
+        fresh = not isinstance(holder._explicit_dtype, dp.DTypePolicyMap)
+        object.__setattr__(holder, "_explicit_dtype", policy_map)
+        if fresh:  # every key is a path that exists now: nothing for the first-call key check to find
+            object.__setattr__(holder, "_map_checked", True)
+    held = {id(holder) for holder, _ in recorded}
     for sub, policy, _ in plan:
         if policy is not None:
             sub.dtype_policy = policy
+            if id(_config_holder(sub)) in held:
+                # Its own policy too: the map's exact path entry is for configs, and this layer's
+                # path changes if the model is nested later; its variables must keep their policy.
+                object.__setattr__(sub, "_explicit_dtype", policy)
             add_quantized_weights(sub)
     return QuantizationReport(
         QuantizationDecision(sub.path, policy is not None, policy.name if policy is not None else reason)
