@@ -425,6 +425,35 @@ def test_mse_first_step_output_gradient_amax_differs_by_the_forward_difference_o
         assert_state_equal(ours[0], keras[0], names=STATE[:5], what=source)
 
 
+def state_gradients(layer, x, w, training):
+    values = [v.value for v in layer.trainable_variables]
+
+    def objective(values):
+        outputs, _ = layer.stateless_call(values, [], jnp.asarray(x), training=training)
+        return linear_loss(jnp.asarray(w), outputs)
+
+    return dict(zip([v.name for v in layer.trainable_variables], jax.jit(jax.grad(objective))(values), strict=True))
+
+
+def test_gradients_with_training_true_match_keras_and_with_training_false_differ_on_purpose():
+    """The fixture's gradients of sum(y * w) at x_0 (float32): with training=True every one of
+    the eight matches Keras (state "gradients" = the new state). With training=False Keras gives 0
+    for the inputs/kernel state and still advances the output-gradient state; we give -inf
+    ("not updated") for all six."""
+    keras = FIXTURE["gradients_of_state_variables"]
+    dense = make_dense("float32", K_KERNEL, K_BIAS, amax_history_length=K_LENGTH)
+    ours = state_gradients(dense, K_XS[0], K_W, training=True)
+    for name in ORDER:
+        np.testing.assert_allclose(ours[name], decode(keras["training_True"][name]), rtol=1e-6, err_msg=name)
+    ours = state_gradients(dense, K_XS[0], K_W, training=False)
+    assert decode(keras["training_False"]["inputs_scale"]) == 0.0  # what an optimizer would assign in Keras
+    assert decode(keras["training_False"]["outputs_grad_amax_history"])[0] == amax_ref(K_W)
+    for name in STATE:
+        assert np.all(np.asarray(ours[name]) == -np.inf), name
+    for name in ("kernel", "bias"):
+        np.testing.assert_allclose(ours[name], decode(keras["training_False"][name]), rtol=1e-6, err_msg=name)
+
+
 class TwoCalls(Layer):
     """Calls one Dense on x and on 2x and adds the outputs (the fixture's shared-layer model)."""
 
