@@ -382,3 +382,27 @@ def test_int8_policy_at_construction_on_einsum_dense():
     layer(normal((2, 3, 4)))
     assert layer.kernel.dtype == "int8" and layer.kernel.shape == (4, 2, 3)
     assert layer.kernel_scale.shape == (2, 3) and layer.bias.shape == (2, 3)
+
+
+def test_an_int8_layer_trains_its_bias_only_and_drops_the_kernel_regularizer():
+    from layers import optimizers
+    from layers.training import make_train_step
+
+    x, y = normal((8, 3), seed=15), normal((8, 2), seed=16)
+    model = layers.Sequential([layers.Dense(4, activation="relu"), layers.Dense(2, kernel_regularizer="l2")])
+    model(x)
+    assert len(model.losses) == 1
+    model.quantize("int8")
+    assert model.losses == []  # the regularizer belonged to the float kernel, which is gone
+    codes = [np.asarray(layer.kernel.value) for layer in model.layers]
+    step = make_train_step(model, "mean_squared_error", optimizers.SGD(0.1))
+    state = step.init_state()
+    losses = []
+    for _ in range(3):
+        state, metrics = step(state, (x, y))
+        losses.append(float(metrics["loss"]))
+    step.write_back(state)
+    assert losses[-1] < losses[0]
+    for layer, before in zip(model.layers, codes, strict=True):
+        np.testing.assert_array_equal(np.asarray(layer.kernel.value), before)
+        assert layer.kernel.dtype == "int8"
