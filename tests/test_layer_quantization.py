@@ -264,6 +264,47 @@ def test_keep_first_and_last_counts_eligible_layers_not_leaves():
     assert reasons["blk/attention/key"] == (True, "int8_from_float32")
 
 
+class TwoBranches(layers.Layer):
+    """A custom container whose config records none of its sublayers; one of them is never called."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.used = layers.Dense(3, name="used")
+        self.unused = layers.Dense(3, name="unused")
+
+    def call(self, x):
+        return self.used(x)
+
+
+def test_an_unbuilt_sublayer_is_skipped_and_a_custom_container_round_trips_its_config():
+    x = normal((2, 4))
+    two = TwoBranches(name="two")
+    two(x)
+    report = two.quantize("int8")
+    assert list(report) == [("two/used", True, "int8_from_float32"), ("two/unused", False, "not built")]
+    clone = TwoBranches.from_config(json.loads(json.dumps(two.get_config())))
+    clone(x)
+    assert clone.used.dtype_policy.name == "int8_from_float32" and clone.unused.dtype_policy.name == "float32"
+    clone.set_weights(two.get_weights())
+    np.testing.assert_array_equal(np.asarray(clone(x)), np.asarray(two(x)))
+
+
+def test_a_filter_that_raises_leaves_every_layer_as_it_was():
+    model = block_model()
+    before = snapshot(model)
+    asked = []
+
+    def flaky(layer):
+        asked.append(layer.path)
+        if len(asked) == 3:
+            raise RuntimeError("filter failed")
+        return True
+
+    with pytest.raises(RuntimeError, match="filter failed"):
+        model.quantize("int8", filter=flaky)
+    assert snapshot(model) == before
+
+
 # --- errors, each leaving the state untouched --------------------------------------------------------
 
 
