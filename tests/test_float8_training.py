@@ -537,8 +537,9 @@ def test_an_inf_input_saturates_and_its_amax_holds_the_scale_until_it_leaves_the
 # --- convergence against mixed_bfloat16 --------------------------------------------------------
 
 CONVERGENCE_STEPS, CONVERGENCE_BATCH = 300, 128
-# Measured on five generated tasks (seeds 0-4, this setup): final train loss over the bf16 run's was
-# 1.012-1.037 for delayed scaling and 1.061-1.087 for current scaling (held-out: at most 1.05).
+# Measured with this setup on tasks seeded 0-4: final loss over the bf16 run's 1.031-1.079 for delayed
+# scaling and 1.033-1.093 for current scaling (seed 0, tested: bf16 1.639 -> 0.0530, delayed 0.0572,
+# current 0.0579). Without label noise float8's rounding floor shows instead (5-20x a bf16 loss near 1e-4).
 CONVERGENCE_FACTOR = 1.25
 
 
