@@ -203,6 +203,7 @@ def test_int8_dense_forward_equals_numpy_eager_and_jitted(source, shape):
         ("abc,cde->abde", (None, 2, 3), "de", (2, 3, 4), (2,), (0,)),  # heads projection
         ("abcd,cde->abe", (None, 5), "e", (2, 3, 2, 4), (2, 3), (0, 1)),  # attention output: two summed axes
         ("...b,bc->...c", (4,), "c", (2, 3, 5), (2,), (0,)),
+        ("ab...,bc->ac...", (4,), "c", (2, 5, 3), (1,), (0,)),  # rows are (a, ...) slices over b
     ],
 )
 def test_int8_einsum_dense_forward_equals_numpy(
@@ -240,6 +241,8 @@ def test_int8_dense_lowers_to_an_integer_dot(source):
     x = normal((3, 4))
     _quantized(layer, x)
     jitted, trainable, non_trainable = _stateless(layer)
+    # The lowered program, what every backend receives. (XLA's CPU backend then widens the int8
+    # operands to int32 for its dot; a GPU backend keeps them for an int8 GEMM.)
     text = jitted.lower(trainable, non_trainable, x).as_text()
     dots = re.findall(r"stablehlo\.dot_general.*?:\s*\((tensor<[^>]*>), (tensor<[^>]*>)\) -> (tensor<[^>]*>)", text)
     assert ("tensor<3x4xi8>", "tensor<4x5xi8>", "tensor<3x5xi32>") in dots, dots
