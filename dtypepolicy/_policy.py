@@ -157,13 +157,6 @@ class QuantizedDTypePolicy(DTypePolicy):
                 f"its source policy's compute dtype, which must be floating; received {spec.compute!r}. Use a "
                 f"floating source such as mixed_bfloat16 or float32."
             )
-        if mode == "int8" and spec.compute == "float16":
-            # Keras 3 refuses these two names for the same reason.
-            raise ValueError(
-                f"Policy {f'int8_from_{plain_name(spec)}'!r} is not supported: int8 quantization with a float16 "
-                f"compute dtype overflows (the int8 matmul's int32 sums, dequantized in float16, exceed its "
-                f"largest value 65504). Use int8_from_mixed_bfloat16 or int8_from_float32 instead."
-            )
         object.__setattr__(self, "_spec", spec)
         object.__setattr__(self, "_mode", mode)
 

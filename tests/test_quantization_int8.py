@@ -409,3 +409,14 @@ def test_an_int8_layer_trains_its_bias_only_and_drops_the_kernel_regularizer():
     for layer, before in zip(model.layers, codes, strict=True):
         np.testing.assert_array_equal(np.asarray(layer.kernel.value), before)
         assert layer.kernel.dtype == "int8"
+
+
+def test_int8_with_float16_compute_keeps_sums_past_float16s_range():
+    # 64 inputs of 100 times kernel entries near 1: int32 sums of 127 * 127 * 64 ≈ 1.03e6 codes, far
+    # past float16's 65504, while the dequantized output (6400) fits; rescaled in float16 they would
+    # overflow to inf.
+    dense = layers.Dense(1, use_bias=False, kernel_initializer="ones", dtype="int8_from_mixed_float16")
+    x = np.full((1, 64), 100.0, np.float32)
+    out = np.asarray(dense(x), np.float64)
+    assert dense.kernel.dtype == "int8" and np.isfinite(out).all()
+    np.testing.assert_allclose(out, 6400.0, rtol=2e-3)
