@@ -641,3 +641,29 @@ def test_conformance_under_quantized_policies(name, policy):
         # Training calls: their state "gradients" are the new scales; not-training calls mark them "not updated".
         case = dataclasses.replace(case, call_kwargs={**case.call_kwargs, "training": True})
     check_layer(case, policy)
+
+
+@pytest.mark.parametrize(
+    ("mode", "new_policy"), [("int8", "float32"), ("float8", "int8_from_float32"), ("int8", "float8_from_float32")]
+)
+def test_a_quantized_layer_refuses_a_policy_of_another_form(mode, new_policy):
+    # Its variables are stored for its strategy: an int8 layer set back to float32 would multiply
+    # its int8 codes as if they were float weights (outputs ~127x too large), silently.
+    dense = layers.Dense(3, name="proj")
+    x = np.random.default_rng(0).normal(size=(2, 4)).astype(np.float32)
+    dense(x)
+    dense.quantize(mode)
+    before_policy, before = dense.dtype_policy, np.asarray(dense(x))
+    with pytest.raises(ValueError, match=rf"Layer 'proj' is quantized .*cannot take the policy '{new_policy}'"):
+        dense.dtype_policy = new_policy
+    assert dense.dtype_policy == before_policy
+    np.testing.assert_array_equal(np.asarray(dense(x)), before)
+
+
+def test_a_quantized_layer_accepts_a_policy_with_the_same_form():
+    # The same strategy under another spelling is not a change of form.
+    dense = layers.Dense(3)
+    dense(np.ones((2, 4), np.float32))
+    dense.quantize("int8")
+    dense.dtype_policy = "int8_from_p=f32,c=f32"
+    assert dense.dtype_policy.name == "int8_from_float32"

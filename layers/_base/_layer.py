@@ -328,6 +328,7 @@ class Layer(_tracking.Trackable):
     @dtype_policy.setter
     def dtype_policy(self, value: Any) -> None:
         policy = dp.get(value)
+        _quantization.check_policy_change(self, policy)
         holder = self
         while holder is not None and holder._explicit_dtype is None:
             holder = holder._parent

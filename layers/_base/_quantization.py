@@ -71,6 +71,27 @@ class QuantizationReport(tuple):
         return "\n".join(lines)
 
 
+def check_policy_change(layer: Any, policy: dp.DTypePolicy) -> None:
+    """A quantized layer's variables have its strategy's form: a policy with another form is refused.
+
+    Raises:
+      ValueError: `policy` would run the projection another way than the variables are stored
+        (an int8 layer set back to float32 would multiply its int8 codes as floats).
+    """
+    strategy = layer.__dict__.get("_quantization_strategy")
+    if strategy is None:
+        return
+    if isinstance(policy, dp.DTypePolicyMap):
+        policy = policy[layer.path]
+    if strategy_for(policy) == strategy:
+        return
+    raise ValueError(
+        f"Layer {layer.name!r} is quantized ({layer.dtype_policy.name!r}): its variables are stored for that "
+        f"form, so it cannot take the policy {policy.name!r}. Build a new layer under the policy you want and "
+        f"load the weights it can use."
+    )
+
+
 def modes_of(layer: Any) -> tuple[str, ...]:
     """The quantization modes `layer`'s class implements (empty: no quantized form)."""
     return tuple(getattr(type(layer), "_quantization_modes", ()))
@@ -142,6 +163,8 @@ def add_quantized_weights(layer: Any) -> None:
             )
             setattr(layer, spec.name, variable)
     object.__setattr__(layer, "_quantized_weight_names", tuple(spec.name for spec in specs))
+    # The variables now have this strategy's form: the projection follows them, whatever the policy says later.
+    object.__setattr__(layer, "_quantization_strategy", strategy)
 
 
 def _constant(value: Any) -> Callable[..., Any]:

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from dtypepolicy import _numerics
 from dtypepolicy._autocast import current_autocast_dtype
 from dtypepolicy._dtypes import is_float
-from dtypepolicy.quantization import DENSE, Contraction, QuantizationStrategy, strategy_for
+from dtypepolicy.quantization import DENSE, Contraction, QuantizationStrategy
 from layers import activations
 from layers._base._input_spec import InputSpec
 from layers._base._layer import Layer
@@ -103,11 +103,6 @@ _quantized_forward_jitted = jax.jit(
 )
 
 
-@functools.lru_cache(maxsize=256)
-def _strategy_of(policy: Any) -> QuantizationStrategy | None:
-    return strategy_for(policy)
-
-
 def _project_quantized(layer: Layer, inputs: jax.Array, strategy: QuantizationStrategy, training: Any) -> jax.Array:
     autocast = current_autocast_dtype()
     names = layer._quantized_weight_names
@@ -149,10 +144,9 @@ def project(layer: Layer, inputs: jax.Array, forward: Callable[..., jax.Array], 
     strategy plugs in here: a layer under a quantized policy runs its strategy's projection,
     with `training` deciding whether float8 scales advance.)
     """
-    if layer.quantization_mode is not None:
-        strategy = _strategy_of(layer.dtype_policy)
-        if strategy is not None and layer.quantization_mode in layer._quantization_modes:
-            return _project_quantized(layer, inputs, strategy, training)
+    strategy = layer.__dict__.get("_quantization_strategy")  # set when quantized variables are created
+    if strategy is not None:
+        return _project_quantized(layer, inputs, strategy, training)
     autocast = current_autocast_dtype()
     kernel_variable, bias_variable = layer.kernel, layer.bias
     kernel_dtype = kernel_variable._read_dtype()
