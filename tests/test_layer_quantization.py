@@ -654,7 +654,7 @@ def test_a_quantized_layer_refuses_a_policy_of_another_form(mode, new_policy):
     dense(x)
     dense.quantize(mode)
     before_policy, before = dense.dtype_policy, np.asarray(dense(x))
-    with pytest.raises(ValueError, match=rf"Layer 'proj' is quantized .*cannot take the policy '{new_policy}'"):
+    with pytest.raises(ValueError, match=rf"Cannot give layer 'proj' the policy '{new_policy}': 'proj' holds {mode} "):
         dense.dtype_policy = new_policy
     assert dense.dtype_policy == before_policy
     np.testing.assert_array_equal(np.asarray(dense(x)), before)
@@ -667,3 +667,40 @@ def test_a_quantized_layer_accepts_a_policy_with_the_same_form():
     dense.quantize("int8")
     dense.dtype_policy = "int8_from_p=f32,c=f32"
     assert dense.dtype_policy.name == "int8_from_float32"
+
+
+def test_a_container_policy_that_would_misfit_a_quantized_child_is_refused():
+    # The child inherits: setting the container's policy would leave int8 codes under float32.
+    model = layers.Sequential(
+        [layers.Dense(3, name="a"), layers.Dense(2, name="b")], dtype="int8_from_float32", name="m"
+    )
+    x = np.ones((2, 4), np.float32)
+    model(x)
+    before = np.asarray(model(x))
+    with pytest.raises(ValueError, match=r"Cannot give layer 'm' the policy 'float32': 'm/a' holds int8 variables"):
+        model.dtype_policy = "float32"
+    assert [sub.dtype_policy.name for sub in model.layers] == ["int8_from_float32"] * 2
+    np.testing.assert_array_equal(np.asarray(model(x)), before)
+
+
+def test_a_quantized_policy_on_a_built_float_layer_is_refused():
+    # The issue: a quantized policy must never be a silent no-op; a built Dense has float weights only.
+    dense = layers.Dense(3, name="d")
+    dense(np.ones((2, 4), np.float32))
+    with pytest.raises(ValueError, match=r"'d' was built with float weights .*layer.quantize\('int8'\)"):
+        dense.dtype_policy = "int8_from_float32"
+    assert dense.dtype_policy.name == "float32" and dense.quantization_mode is None
+
+
+def test_a_model_policy_change_after_quantize_reaches_inside_blocks():
+    # quantize records a block's projections in a map on the block; the map's default must keep
+    # following the model's policy, as the block's other layers did before quantize.
+    model = layers.Sequential([layers.TransformerBlock(num_heads=2, key_dim=4, mlp_dim=8, name="blk")], name="m")
+    model(np.ones((2, 3, 8), np.float32))
+    model.quantize("int8", filter="m/blk/mlp_in")
+    model.dtype_policy = "mixed_bfloat16"
+    block = model.layers[0]
+    assert block.dtype_policy.name == "mixed_bfloat16"
+    assert block.attention_norm.dtype_policy.name == "mixed_bfloat16"
+    assert block.mlp_in.dtype_policy.name == "int8_from_float32"
+    assert np.asarray(model(np.ones((2, 3, 8), np.float32))).dtype == np.dtype("bfloat16")

@@ -327,8 +327,12 @@ class Layer(_tracking.Trackable):
 
     @dtype_policy.setter
     def dtype_policy(self, value: Any) -> None:
-        policy = dp.get(value)
-        _quantization.check_policy_change(self, policy)
+        # Refused, with everything left as it was, when a built layer's variables would no longer
+        # fit its policy (an int8 layer set to float32, a built float Dense given float8).
+        _quantization.change_policy(self, dp.get(value))
+
+    def _assign_dtype_policy(self, policy: Any) -> None:
+        """Sets the policy (or this layer's entry in the map that governs it), unchecked."""
         holder = self
         while holder is not None and holder._explicit_dtype is None:
             holder = holder._parent

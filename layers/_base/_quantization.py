@@ -71,25 +71,59 @@ class QuantizationReport(tuple):
         return "\n".join(lines)
 
 
-def check_policy_change(layer: Any, policy: dp.DTypePolicy) -> None:
-    """A quantized layer's variables have its strategy's form: a policy with another form is refused.
+def _misfits(layer: Any) -> list[str]:
+    """What in `layer` (and below) has variables that no longer fit its policy, one line each."""
+    problems = []
+    for sub in layer._flatten_layers():
+        strategy = sub.__dict__.get("_quantization_strategy")
+        policy = sub.dtype_policy
+        if strategy is not None and strategy_for(policy) != strategy:
+            problems.append(f"{sub.path!r} holds {strategy.mode} variables and would get the policy {policy.name!r}")
+        elif strategy is None and sub.built and policy.quantization_mode in modes_of(sub):
+            problems.append(
+                f"{sub.path!r} was built with float weights and would get the quantized policy {policy.name!r} "
+                f"(quantize it with layer.quantize({policy.quantization_mode!r}) instead)"
+            )
+    return problems
+
+
+def change_policy(layer: Any, policy: Any) -> None:
+    """`Layer.dtype_policy = policy`, refused (nothing changed) when variables would not fit it.
+
+    A quantized layer's variables have its strategy's form, and a built float layer's have none
+    of a quantized one: either would silently run the wrong projection. Maps that `quantize`
+    recorded on layers below follow the new policy as their default, as the layers they hold did.
 
     Raises:
-      ValueError: `policy` would run the projection another way than the variables are stored
-        (an int8 layer set back to float32 would multiply its int8 codes as floats).
+      ValueError: naming each layer whose variables would not fit.
     """
-    strategy = layer.__dict__.get("_quantization_strategy")
-    if strategy is None:
-        return
-    if isinstance(policy, dp.DTypePolicyMap):
-        policy = policy[layer.path]
-    if strategy_for(policy) == strategy:
-        return
-    raise ValueError(
-        f"Layer {layer.name!r} is quantized ({layer.dtype_policy.name!r}): its variables are stored for that "
-        f"form, so it cannot take the policy {policy.name!r}. Build a new layer under the policy you want and "
-        f"load the weights it can use."
-    )
+    before = _misfits(layer)
+    recorded = [sub for sub in layer._flatten_layers(include_self=False) if sub.__dict__.get("_recorded_map")]
+    inherited = {id(sub): sub._parent.dtype_policy for sub in recorded}
+    touched = {id(x): x for x in (layer, *layer._flatten_layers(include_self=False))}
+    ancestor = layer._parent
+    while ancestor is not None:
+        touched[id(ancestor)] = ancestor
+        ancestor = ancestor._parent
+    snapshot = {
+        key: (x, x.__dict__.get("_explicit_dtype"), x.__dict__.get("_map_checked")) for key, x in touched.items()
+    }
+    layer._assign_dtype_policy(policy)
+    for sub in recorded:
+        current = sub._explicit_dtype
+        if isinstance(current, dp.DTypePolicyMap) and current.default_policy == inherited[id(sub)]:
+            object.__setattr__(sub, "_explicit_dtype", dp.DTypePolicyMap(sub._parent.dtype_policy, current.policy_map))
+    problems = [p for p in _misfits(layer) if p not in before]
+    if problems:
+        for x, explicit, checked in snapshot.values():
+            object.__setattr__(x, "_explicit_dtype", explicit)
+            if checked is not None:
+                object.__setattr__(x, "_map_checked", checked)
+        raise ValueError(
+            f"Cannot give layer {layer.name!r} the policy {getattr(policy, 'name', policy)!r}: "
+            + "; ".join(problems)
+            + ". Nothing was changed. Build new layers under the policy you want and load the weights they can use."
+        )
 
 
 def modes_of(layer: Any) -> tuple[str, ...]:
@@ -321,12 +355,13 @@ def quantize(
     for holder, policy_map in recorded:
         fresh = not isinstance(holder._explicit_dtype, dp.DTypePolicyMap)
         object.__setattr__(holder, "_explicit_dtype", policy_map)
+        object.__setattr__(holder, "_recorded_map", True)  # its default follows later policy changes above it
         if fresh:  # every key is a path that exists now: nothing for the first-call key check to find
             object.__setattr__(holder, "_map_checked", True)
     held = {id(holder) for holder, _ in recorded}
     for sub, policy, _ in plan:
         if policy is not None:
-            sub.dtype_policy = policy
+            sub._assign_dtype_policy(policy)
             if id(_config_holder(sub)) in held:
                 # Its own policy too: the map's exact path entry is for configs, and this layer's
                 # path changes if the model is nested later; its variables must keep their policy.
