@@ -16,7 +16,7 @@ import pytest
 
 import dtypepolicy as dp
 import layers
-from layers import optimizers, training
+from layers import losses, optimizers, training
 
 E4M3_MAX, E5M2_MAX = 448.0, 57344.0
 SCALES = ("inputs_scale", "kernel_scale", "outputs_grad_scale")
@@ -641,3 +641,26 @@ def test_a_train_state_checkpoint_resumes_float8_training_bit_identically(tmp_pa
     resumed, _ = run(restored, (x, y))
     for a, b in zip(resumed.trainable, continued.trainable, strict=True):
         assert_same_bits(a, b)
+
+
+@pytest.mark.parametrize("recipe", ["delayed", "current"])
+def test_an_overflow_hidden_by_saturation_still_skips_the_step(recipe):
+    # A bias-free float16 float8 layer whose loss-scaled output gradient overflows: saturating it
+    # would give finite gradients (the step applied, inf written into the history, the loss scale
+    # never backing off). The inf passes the E5M2 cast, and an inf amax counts as non-finite.
+    if recipe == "delayed":
+        policy = dp.QuantizedFloat8DTypePolicy("float8", "mixed_float16", amax_history_length=4)
+    else:
+        policy = dp.get("float8_current_from_mixed_float16")
+    model = layers.Sequential([layers.Dense(4, use_bias=False, name="d")], dtype=policy, name="m")
+    x = np.full((1, 4), 0.1, np.float32)
+    model(x)
+    step = training.make_train_step(model, losses.MeanSquaredError(), optimizers.SGD(1e-6))
+    state = step.init_state()
+    before = [np.asarray(v).copy() for v in state.trainable]
+    scale = float(state.optimizer.loss_scale.loss_scale)
+    # (pred - y) * 2 / 4 * 32768 ≈ 1.6e9: past float16's 65504 in the backward.
+    new_state, _ = step(state, (x, np.full((1, 4), -1e5, np.float32)))
+    assert float(new_state.optimizer.loss_scale.loss_scale) == scale / 2
+    for old, new in zip(before, new_state.trainable, strict=True):
+        np.testing.assert_array_equal(np.asarray(new), old)

@@ -10,7 +10,21 @@ import jax.numpy as jnp
 from dtypepolicy.loss_scale import DynamicLossScale, all_finite
 from layers.optimizers._base import Optimizer, OptimizerState, _describe, _Layout, _wide
 
-__all__ = ["LossScaleOptimizer", "LossScaleState"]
+__all__ = ["LossScaleOptimizer", "LossScaleState", "gradients_finite"]
+
+
+def gradients_finite(grads: list, overwrite: Any) -> jax.Array:
+    """Whether a step's gradients are finite, counting the new values of overwrite-with-gradient state.
+
+    Float8 state's "gradient" is its new value: an inf or NaN amax there means the step
+    overflowed somewhere the saturating float8 casts hid from the ordinary gradients. Its -inf
+    ("not updated", a layer that did not run) is not an overflow.
+    """
+    checked = [
+        jnp.where(g == -jnp.inf, 0, g) if owg and jnp.issubdtype(g.dtype, jnp.floating) else g
+        for g, owg in zip(grads, overwrite, strict=True)
+    ]
+    return all_finite(checked)
 
 
 class LossScaleState(NamedTuple):
@@ -110,8 +124,7 @@ class LossScaleOptimizer(Optimizer):
 
     def _step(self, layout: _Layout, state: LossScaleState, grads: list, values: list) -> tuple[list, LossScaleState]:
         scale = state.loss_scale
-        # Overwrite-with-gradient values are new state, not gradients ("not updated" is -inf).
-        finite = all_finite([g for g, owg in zip(grads, layout.overwrite, strict=True) if not owg])
+        finite = gradients_finite(grads, layout.overwrite)
         unscaled = [
             g if owg else g.astype(_wide(v.dtype)) / scale.loss_scale.astype(_wide(v.dtype))
             for g, v, owg in zip(grads, values, layout.overwrite, strict=True)

@@ -17,11 +17,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from dtypepolicy.loss_scale import all_finite
 from layers import losses as _losses
 from layers._base._layer import Layer
 from layers.losses._base import reduce_weighted
 from layers.optimizers import LossScaleOptimizer, Optimizer
+from layers.optimizers._loss_scale import gradients_finite
 from layers.training._checkpoint import restore_checkpoint, save_checkpoint
 
 
@@ -160,7 +160,7 @@ class TrainStep:
             # A step the loss scale skips (non-finite gradients) keeps the old statistics too:
             # overflowed activations must not reach BatchNormalization's moving averages.
             overwrite = [v.overwrite_with_gradient for v in self.model.trainable_variables]
-            finite = all_finite([g for g, owg in zip(grads, overwrite, strict=True) if not owg])
+            finite = gradients_finite(grads, overwrite)
             non_trainable = jax.tree.map(
                 lambda new, old: jnp.where(finite, new, old), non_trainable, state.non_trainable
             )
