@@ -50,16 +50,6 @@ def _next_state(x: jax.Array, scale: jax.Array, history: jax.Array, dtype_max: f
     return new_scale, _f8.update_amax_history(x, history)
 
 
-def _quantize_gradient(cotangent: jax.Array, scale: jax.Array, compute: str) -> jax.Array:
-    """The output gradient through E5M2, saturating finite values; an inf stays inf.
-
-    An inf in the gradient is an overflow upstream (a loss scale too large), not a value to
-    represent: saturated, it would give finite gradients, and loss scaling would never see it.
-    """
-    quantized = _f8.quantize_dequantize(cotangent, scale, E5M2, compute)
-    return jnp.where(jnp.isinf(cotangent), cotangent.astype(quantized.dtype), quantized)
-
-
 def _gradient_products(contraction: Contraction, x_hat: jax.Array, kernel_hat: jax.Array, grad_hat: jax.Array):
     """The input and kernel gradients, from the q/dq'd operands and output gradient.
 
@@ -68,6 +58,17 @@ def _gradient_products(contraction: Contraction, x_hat: jax.Array, kernel_hat: j
     """
     _, transpose = jax.vjp(lambda a, b: contraction(a, b, grad_hat.dtype), x_hat, kernel_hat)
     return transpose(grad_hat)
+
+
+def _keep_overflow(grads: tuple, cotangent: jax.Array) -> tuple:
+    """The gradients, made NaN when the output gradient held an inf or NaN.
+
+    The E5M2 cast saturates, so an overflow upstream (a loss scale too large) would otherwise come
+    out as finite gradients that loss scaling never sees. Applied after the products, so the
+    dequantized operands still feed the dots directly (the pattern the GEMM rewriter matches).
+    """
+    overflowed = ~jnp.isfinite(jnp.max(jnp.abs(cotangent)))
+    return tuple(jnp.where(overflowed, jnp.nan, g).astype(g.dtype) for g in grads)
 
 
 @functools.lru_cache(maxsize=256)
@@ -102,8 +103,8 @@ def _delayed_projection(contraction: Contraction, compute: str, training: bool, 
             new_grad = _next_state(cotangent, grad_scale, grad_history, _f8.E5M2_MAX, margin)
         else:
             new_grad = (_unchanged(grad_scale), _unchanged(grad_history))
-        grad_hat = _quantize_gradient(cotangent, grad_scale, compute)
-        x_grad, kernel_grad = _gradient_products(contraction, x_hat, kernel_hat, grad_hat)
+        grad_hat = _f8.quantize_dequantize(cotangent, grad_scale, E5M2, compute)
+        x_grad, kernel_grad = _keep_overflow(_gradient_products(contraction, x_hat, kernel_hat, grad_hat), cotangent)
         state_grad = (new_inputs[0], new_kernel[0], new_grad[0], new_inputs[1], new_kernel[1], new_grad[1])
         return x_grad, kernel_grad, state_grad
 
@@ -136,8 +137,8 @@ def _current_projection(contraction: Contraction, compute: str, margin: int):
     def backward(residuals, cotangent):
         x_hat, kernel_hat = residuals
         grad_scale = _current_scale(cotangent, _f8.E5M2_MAX, margin)
-        grad_hat = _quantize_gradient(cotangent, grad_scale, compute)
-        return _gradient_products(contraction, x_hat, kernel_hat, grad_hat)
+        grad_hat = _f8.quantize_dequantize(cotangent, grad_scale, E5M2, compute)
+        return _keep_overflow(_gradient_products(contraction, x_hat, kernel_hat, grad_hat), cotangent)
 
     product.defvjp(forward, backward)
     return product
