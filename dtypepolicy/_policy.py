@@ -222,8 +222,8 @@ class QuantizedFloat8DTypePolicy(QuantizedDTypePolicy):
             raise ValueError(f"amax_history_length must be at least 1, received {amax_history_length}.")
         if isinstance(margin, bool) or not isinstance(margin, int):
             raise TypeError(f"margin must be an int, received {margin!r}.")
-        if margin < 0:
-            raise ValueError(f"margin must be >= 0, received {margin}.")
+        if not 0 <= margin <= 127:  # 2**127 is the largest power of two float32 holds
+            raise ValueError(f"margin must lie in [0, 127], received {margin}.")
         recipe = _check_choice(recipe, "float8 recipe", self._RECIPES)
         if recipe == "current" and amax_history_length != 1024:
             raise ValueError(

@@ -9,6 +9,7 @@ import dataclasses
 import json
 import re
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -332,14 +333,13 @@ def test_quantizing_a_leaf_twice_is_an_error():
         assert snapshot(dense) == before
 
 
-def test_quantizing_a_quantized_model_again_reports_already_quantized():
+def test_quantizing_a_quantized_model_again_is_an_error_that_changes_nothing():
+    # As for a leaf: "quantizing twice" raises (it used to return an all-skipped report).
     model = block_model()
     model.quantize("int8")
     before = snapshot(model)
-    report = model.quantize("float8")
-    assert report.quantized == []
-    for path in ELIGIBLE:
-        assert as_dict(report)[path] == (False, "already quantized (int8_from_float32)")
+    with pytest.raises(ValueError, match=r"Layer 'model' is already quantized"):
+        model.quantize("float8")
     assert snapshot(model) == before
 
 
@@ -704,3 +704,37 @@ def test_a_model_policy_change_after_quantize_reaches_inside_blocks():
     assert block.attention_norm.dtype_policy.name == "mixed_bfloat16"
     assert block.mlp_in.dtype_policy.name == "int8_from_float32"
     assert np.asarray(model(np.ones((2, 3, 8), np.float32))).dtype == np.dtype("bfloat16")
+
+
+def test_bad_float8_options_are_refused_even_when_the_filter_selects_nothing():
+    dense = layers.Dense(3, name="d")
+    dense(np.ones((2, 4), np.float32))
+    with pytest.raises(ValueError, match="amax_history_length must be at least 1, received -3"):
+        dense.quantize("float8", filter="nomatch", amax_history_length=-3)
+    with pytest.raises(ValueError, match=r"float8 recipe must be one of .* received 'bogus'"):
+        dense.quantize("float8", filter="nomatch", recipe="bogus")
+    assert dense.quantization_mode is None
+
+
+def test_quantize_inside_a_jax_transformation_is_refused_and_changes_nothing():
+
+    dense = layers.Dense(3, name="d")
+    x = np.ones((2, 4), np.float32)
+    dense(x)
+    values = [v.value for v in dense.trainable_variables]
+
+    def quantize_in_trace(values):
+        dense.stateless_call(values, [], x)
+        with dp.StatelessScope(list(zip(dense.trainable_variables, values, strict=True))):
+            dense.quantize("int8")
+        return values[0]
+
+    with pytest.raises(RuntimeError, match=r"quantize\('int8'\) cannot run inside jax.jit.*\['d'\]"):
+        jax.jit(quantize_in_trace)(values)
+    assert dense.quantization_mode is None and dense.kernel.dtype == "float32"
+
+
+def test_a_bad_training_flag_on_a_float8_layer_is_a_type_error():
+    dense = layers.Dense(3, name="d", dtype="float8_from_float32")
+    with pytest.raises(TypeError, match=r"Dense 'd': training must be a Python bool or None, received 'false'"):
+        dense(np.ones((2, 4), np.float32), training="false")

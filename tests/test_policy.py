@@ -103,6 +103,7 @@ def test_quantized_policies():
         (lambda: dp.QuantizedFloat8DTypePolicy(amax_history_length=0), ValueError, "received 0"),
         (lambda: dp.QuantizedFloat8DTypePolicy(amax_history_length=2.0), TypeError, "received 2.0"),
         (lambda: dp.QuantizedFloat8DTypePolicy(margin=-1), ValueError, "received -1"),
+        (lambda: dp.QuantizedFloat8DTypePolicy(margin=128), ValueError, r"margin must lie in \[0, 127\], received 128"),
         (lambda: dp.QuantizedFloat8DTypePolicy(margin=True), TypeError, "received True"),
         (lambda: dp.QuantizedFloat8DTypePolicy(recipe="dynamic"), ValueError, "received 'dynamic'"),
         (lambda: dp.QuantizedFloat8DTypePolicy(recipe=None), TypeError, "received None"),

@@ -47,7 +47,7 @@ def strategy_for(policy: Any) -> QuantizationStrategy | None:
     if mode is None:
         return None
     if mode == "float8":
-        return Float8Strategy(policy.recipe, policy.amax_history_length or 1024, policy.margin)
+        return Float8Strategy(policy.recipe, policy.amax_history_length, policy.margin)
     if mode == "int8":
         return Int8Strategy()
     raise ValueError(

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from dtypepolicy import float8 as _f8
-from dtypepolicy.quantization._contraction import DENSE, Contraction
+from dtypepolicy.quantization._contraction import Contraction
 from dtypepolicy.quantization._max_combine import NOT_UPDATED
 from dtypepolicy.quantization._strategy import QuantizationStrategy, WeightSpec
 
@@ -154,13 +154,14 @@ class Float8Strategy(QuantizationStrategy):
       margin: power-of-two headroom of every scale.
 
     Example:
+      >>> from dtypepolicy.quantization import DENSE
       >>> strategy = Float8Strategy("delayed", amax_history_length=4)
       >>> [(spec.name, spec.shape) for spec in strategy.weight_specs(jnp.ones((3, 2)), DENSE)][::3]
       [('inputs_scale', ()), ('inputs_amax_history', (4,))]
     """
 
     recipe: str = "delayed"
-    amax_history_length: int = 1024
+    amax_history_length: int | None = 1024  # None for current scaling, which keeps no history
     margin: int = 0
     mode = "float8"
 
@@ -187,4 +188,4 @@ class Float8Strategy(QuantizationStrategy):
         return outputs.astype(compute_dtype)
 
 
-__all__ = ["DENSE", "Float8Strategy"]
+__all__ = ["Float8Strategy"]

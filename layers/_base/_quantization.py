@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import jax
 import jax.numpy as jnp
 
 import dtypepolicy as dp
@@ -302,6 +303,8 @@ def quantize(
     """`Layer.quantize`: quantizes `layer`, or every eligible layer inside it; returns the report."""
     accept = _check_arguments(mode, filter, keep_first_and_last)
     _check_options(mode, options)
+    if mode == "float8":  # the option values too, before any filter or layer decides anything
+        dp.QuantizedFloat8DTypePolicy("float8", "float32", **options)
     if not layer.built:
         raise ValueError(
             f"Layer {layer.name!r} must be built before quantize({mode!r}): quantization converts existing "
@@ -351,6 +354,19 @@ def quantize(
             plan.append((sub, None, "not built"))
         else:
             plan.append((sub, _target_policy(sub, mode, options), ""))  # options checked before anything changes
+    chosen = [sub for sub, policy, _ in plan if policy is not None]
+    if not chosen and leaves and all(sub.quantization_mode is not None for sub in leaves if modes_of(sub)):
+        raise ValueError(
+            f"Layer {layer.name!r} is already quantized: every layer in it with a quantized form has a quantized "
+            f"policy ({sorted({sub.dtype_policy.name for sub in leaves if modes_of(sub)})}). Quantize a copy of the "
+            f"unquantized model instead."
+        )
+    traced = [sub.path for sub in chosen if isinstance(sub.kernel._read_storage(), jax.core.Tracer)]
+    if traced:
+        raise RuntimeError(
+            f"quantize({mode!r}) cannot run inside jax.jit/grad/vmap: the weights of {traced} are traced values, and "
+            f"the quantized variables would keep them after the trace ends. Quantize outside the transformation."
+        )
     recorded = _recorded_policies([(sub, policy) for sub, policy, _ in plan if policy is not None])
     for holder, policy_map in recorded:
         fresh = not isinstance(holder._explicit_dtype, dp.DTypePolicyMap)

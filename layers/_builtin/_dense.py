@@ -29,6 +29,7 @@ from layers import activations
 from layers._base._input_spec import InputSpec
 from layers._base._layer import Layer
 from layers._builtin._arguments import check_bool, check_positive_int, set_weight_arguments, weight_arguments_config
+from layers._builtin._training_flag import check_training
 
 __all__ = ["Dense"]
 
@@ -121,7 +122,7 @@ def _project_quantized(layer: Layer, inputs: jax.Array, strategy: QuantizationSt
         contraction=layer._contraction(),
         names=names,
         compute=autocast or layer.compute_dtype,
-        training=bool(training),
+        training=bool(check_training(training, f"{type(layer).__name__} {layer.name!r}")),
         activation=activation,
     )
     if activation is None and layer.activation is not activations.linear:
