@@ -9,8 +9,9 @@ to float32. A use that did not run (the untaken branch of a `lax.cond`) then con
 which optimizers read as "no new value, keep the old one" (`keep_unless_updated`).
 
 The extended-dtype hooks are JAX internals (Flax's fp8 ops use the same ones). When they are
-missing, `AVAILABLE` is False and the values stay float32: single uses still work, but shared
-uses sum (tests pin the hooks on the supported JAX).
+missing, `AVAILABLE` is False and the values stay float32: a single use per step still works,
+but shared uses sum, and a layer skipped in a step gets a zero (its scale would become 0).
+Tests pin the hooks on the supported JAX, so an upgrade that drops them fails there first.
 """
 
 from __future__ import annotations
