@@ -110,6 +110,20 @@ def dense_matmul(x: Any, kernel: Any, bias: Any = None, dtype: Any = None, algor
     return _finish(result, bias, out_dtype)
 
 
+def product_accumulated(equation: str, x: Any, y: Any, algorithm: str | None = None) -> jax.Array:
+    """`einsum(equation, x, y)` in the algorithm's accumulation dtype, not rounded (attention scores).
+
+    Example:
+      >>> product_accumulated("ij,jk->ik", jnp.ones((2, 3), jnp.bfloat16), jnp.ones((3, 2), jnp.bfloat16)).dtype
+      dtype('float32')
+    """
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    formulation = _formulation(algorithm, x.dtype)
+    if formulation is None:
+        return jnp.einsum(equation, x, y, preferred_element_type=accumulation_dtype(x.dtype))
+    return product(equation, x, y.astype(x.dtype), formulation)
+
+
 def einsum(
     equation: str, x: Any, kernel: Any, bias: Any = None, dtype: Any = None, algorithm: str | None = None
 ) -> jax.Array:

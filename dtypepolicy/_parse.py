@@ -136,8 +136,9 @@ def parse(text: str) -> PlainSpec | QuantizedSpec:
     """Parses any policy name.
 
     Example:
-      >>> parse("int8_from_mixed_bfloat16")
-      QuantizedSpec(mode='int8', source=PlainSpec(variable='float32', compute='bfloat16', output=None), recipe=None)
+      >>> spec = parse("int8_from_mixed_bfloat16")
+      >>> spec.mode, spec.source
+      ('int8', PlainSpec(variable='float32', compute='bfloat16', output=None, dot=None))
     """
     key = "".join(text.split()).lower()
     match = _QUANTIZED.match(key)

@@ -33,14 +33,19 @@ from layers._builtin._arguments import check_bool, check_positive_int, set_weigh
 __all__ = ["Dense"]
 
 
-@functools.partial(jax.jit, static_argnames=("activation", "dtypes"))
+@functools.partial(jax.jit, static_argnames=("activation", "dtypes", "algorithm"))
 def _dense_forward(
-    x: jax.Array, kernel: jax.Array, bias: jax.Array | None, activation: Any, dtypes: tuple[str, str, str | None]
+    x: jax.Array,
+    kernel: jax.Array,
+    bias: jax.Array | None,
+    activation: Any,
+    dtypes: tuple[str, str, str | None],
+    algorithm: str | None = None,
 ) -> jax.Array:
     # One compiled dispatch per eager call, the casts included (SPEC §8 eager overhead); inside
     # a caller's jit it is inlined.
     x, kernel, bias = cast_operands(x, kernel, bias, dtypes)
-    outputs = _numerics.dense_matmul(x, kernel, bias)
+    outputs = _numerics.dense_matmul(x, kernel, bias, algorithm=algorithm)
     return outputs if activation is None else activation(outputs)
 
 
@@ -163,11 +168,22 @@ def project(layer: Layer, inputs: jax.Array, forward: Callable[..., jax.Array], 
         bias, bias_dtype = bias_variable._read_storage(), bias_variable.dtype
     activation = static_activation(layer.activation)
     outputs = forward(
-        inputs, kernel_variable._read_storage(), bias, activation=activation, dtypes=(x_dtype, kernel_dtype, bias_dtype)
+        inputs,
+        kernel_variable._read_storage(),
+        bias,
+        activation=activation,
+        dtypes=(x_dtype, kernel_dtype, bias_dtype),
+        algorithm=algorithm_for(layer.dtype_policy, x_dtype),
     )
     if activation is None and layer.activation is not activations.linear:
         outputs = layer.activation(outputs)
     return outputs
+
+
+@functools.lru_cache(maxsize=256)
+def algorithm_for(policy: Any, operand_dtype: str) -> str | None:
+    """The policy's matrix-product algorithm when the operands are its compute dtype, else None (their default)."""
+    return policy.dot_algorithm if operand_dtype == policy.compute_dtype else None
 
 
 def restore_input_autocast(cls: type) -> None:
