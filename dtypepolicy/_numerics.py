@@ -44,8 +44,10 @@ def _finish(result: jax.Array, bias: Any, out_dtype: str) -> jax.Array:
     return result.astype(out_dtype)
 
 
-def _formulation(algorithm: str | None, operand_dtype: Any) -> DotFormulation | None:
+def _formulation(algorithm: str | DotFormulation | None, operand_dtype: Any) -> DotFormulation | None:
     """The formulation for `algorithm`, or for `operand_dtype`'s default algorithm; None for integers."""
+    if isinstance(algorithm, DotFormulation):
+        return algorithm
     name = algorithm or default_algorithm(standardize_dtype(operand_dtype))
     return None if name is None else dot_formulation(name)
 
@@ -82,7 +84,7 @@ def _dense_product(formulation: DotFormulation) -> Any:
     return product
 
 
-def dense_matmul(x: Any, kernel: Any, bias: Any = None, dtype: Any = None, algorithm: str | None = None) -> jax.Array:
+def dense_matmul(x: Any, kernel: Any, bias: Any = None, dtype: Any = None, algorithm: Any = None) -> jax.Array:
     """`x @ kernel + bias` over the last axis of `x`, accumulated wide and rounded once.
 
     Args:
@@ -90,8 +92,9 @@ def dense_matmul(x: Any, kernel: Any, bias: Any = None, dtype: Any = None, algor
       kernel: `(in, out)`.
       bias: `(out,)` or None; added to the float32 accumulator.
       dtype: the result dtype; defaults to `x`'s dtype.
-      algorithm: a `jax.lax.DotAlgorithmPreset` name (a policy's `dot_algorithm`); None: the
-        default of `x`'s dtype (16-bit operands accumulated in float32, full float32 for float32).
+      algorithm: a `jax.lax.DotAlgorithmPreset` name (a policy's `dot_algorithm`) or a
+        `DotFormulation`; None: the default of `x`'s dtype (16-bit operands accumulated in
+        float32, full float32 for float32).
 
     Example:
       >>> x = jnp.ones((2, 3), jnp.bfloat16)
@@ -110,7 +113,7 @@ def dense_matmul(x: Any, kernel: Any, bias: Any = None, dtype: Any = None, algor
     return _finish(result, bias, out_dtype)
 
 
-def product_accumulated(equation: str, x: Any, y: Any, algorithm: str | None = None) -> jax.Array:
+def product_accumulated(equation: str, x: Any, y: Any, algorithm: Any = None) -> jax.Array:
     """`einsum(equation, x, y)` in the algorithm's accumulation dtype, not rounded (attention scores).
 
     Example:

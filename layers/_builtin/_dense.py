@@ -23,6 +23,8 @@ import jax.numpy as jnp
 
 from dtypepolicy import _numerics
 from dtypepolicy._autocast import current_autocast_dtype
+from dtypepolicy._dot_algorithms import default_algorithm
+from dtypepolicy._dot_formulation import DotFormulation, dot_formulation
 from dtypepolicy._dtypes import is_float
 from dtypepolicy.quantization import DENSE, Contraction, QuantizationStrategy, strategy_for
 from layers import activations
@@ -40,7 +42,7 @@ def _dense_forward(
     bias: jax.Array | None,
     activation: Any,
     dtypes: tuple[str, str, str | None],
-    algorithm: str | None = None,
+    algorithm: DotFormulation | None = None,
 ) -> jax.Array:
     # One compiled dispatch per eager call, the casts included (SPEC §8 eager overhead); inside
     # a caller's jit it is inlined.
@@ -181,9 +183,20 @@ def project(layer: Layer, inputs: jax.Array, forward: Callable[..., jax.Array], 
 
 
 @functools.lru_cache(maxsize=256)
-def algorithm_for(policy: Any, operand_dtype: str) -> str | None:
-    """The policy's matrix-product algorithm when the operands are its compute dtype, else None (their default)."""
-    return policy.dot_algorithm if operand_dtype == policy.compute_dtype else None
+def _algorithm_for(policy: Any, operand_dtype: str) -> str | None:
+    if operand_dtype == policy.compute_dtype:
+        return policy.dot_algorithm
+    return default_algorithm(operand_dtype)
+
+
+def algorithm_for(policy: Any, operand_dtype: str) -> DotFormulation | None:
+    """How products run for these operands: the policy's algorithm when they are its compute dtype.
+
+    A formulation, not a name, goes into the jitted forwards as a static argument: the same
+    algorithm may run differently (DTYPEPOLICY_CPU_BF16_DOT), and jit must not reuse the other one.
+    """
+    algorithm = _algorithm_for(policy, operand_dtype)
+    return None if algorithm is None else dot_formulation(algorithm)
 
 
 def restore_input_autocast(cls: type) -> None:
