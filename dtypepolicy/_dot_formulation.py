@@ -74,6 +74,12 @@ class DotFormulation:
 
     def prepare(self, x: jax.Array) -> jax.Array:
         """An operand rounded to the algorithm's operand type, in the dot's operand dtype."""
+        if self.operand_dtype == "float64" and not jax.config.jax_enable_x64:
+            # JAX would truncate the operands to float32 with a warning: that is not this algorithm.
+            raise ValueError(
+                f"Dot algorithm {self.algorithm} needs float64, which JAX has disabled: set jax_enable_x64 "
+                f"(or JAX_ENABLE_X64=1) first, or choose F32_F32_F32."
+            )
         x = jnp.asarray(x)
         if self.rounding == "tf32":
             x = round_to_tf32(x.astype(jnp.float32))
@@ -86,8 +92,11 @@ class DotFormulation:
         return product.astype(self.result_dtype)
 
 
+@jax.custom_jvp
 def round_to_tf32(x: jax.Array) -> jax.Array:
     """float32 values rounded to TF32 (10 mantissa bits), to nearest even.
+
+    Its derivative is the identity, as a cast's is (the bit operations alone would give zero).
 
     Example:
       >>> round_to_tf32(jnp.float32(1 + 2**-11 + 2**-20)).item() == 1 + 2**-10
@@ -97,6 +106,9 @@ def round_to_tf32(x: jax.Array) -> jax.Array:
     rounded = (bits + jnp.uint32(0x0FFF) + ((bits >> 13) & jnp.uint32(1))) & jnp.uint32(0xFFFFE000)
     finite = jnp.isfinite(x)
     return jnp.where(finite, jax.lax.bitcast_convert_type(rounded, jnp.float32), x)
+
+
+round_to_tf32.defjvp(lambda primals, tangents: (round_to_tf32(*primals), tangents[0]))
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -182,8 +194,8 @@ def dot_formulation(algorithm: str, backend: str | None = None) -> DotFormulatio
     """The formulation `algorithm` runs as on `backend` (default: JAX's default backend).
 
     Example:
-      >>> dot_formulation("F32_F32_F32", "gpu").precision
-      <Precision.HIGHEST: 2>
+      >>> dot_formulation("F32_F32_F32", "gpu").precision == jax.lax.Precision.HIGHEST
+      True
       >>> dot_formulation("BF16_BF16_F32", "tpu").operand_dtype
       'bfloat16'
     """
