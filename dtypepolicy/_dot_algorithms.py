@@ -94,4 +94,7 @@ def algorithm_from_accumulation(text: str, compute: str) -> str | None:
     if accumulation not in _SHORT_ACCUMULATION or compute not in _SHORT_ACCUMULATION:
         raise _error(f"acc={text}", f"accumulating {compute} products in {accumulation or text!r} is not an algorithm")
     operand = _SHORT_ACCUMULATION[compute]
-    return parse_algorithm(f"{operand}_{operand}_{_SHORT_ACCUMULATION[accumulation]}", compute)
+    name = f"{operand}_{operand}_{_SHORT_ACCUMULATION[accumulation]}"
+    if name not in _EXACT_FOR:  # name what was typed, not a preset name the user never wrote
+        raise _error(f"acc={text}", f"accumulating {compute} products in {accumulation} ({name}) is not an algorithm")
+    return parse_algorithm(name, compute)
