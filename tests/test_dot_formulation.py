@@ -607,3 +607,29 @@ def test_einsum_dense_gradient_under_upcast_has_no_bf16_dot(monkeypatch):
     loss = lambda values, x: jnp.sum(_stateless(layer, values, x).astype(jnp.float32))  # noqa: E731
     dots = _dots(jax.jit(jax.grad(loss, argnums=(0, 1))).lower(values, x).as_text())
     assert len(dots) == 2 and all(dot == ("f32", "f32", "f32", "HIGHEST") for dot in dots), dots
+
+
+@pytest.mark.parametrize("override", ["native", "upcast"])
+def test_einsum_dense_and_attention_gradient_products_use_the_forward_formulation(override, monkeypatch):
+    # JAX's own transpose paired the float32 cotangent with the bf16 operand: a float32 DEFAULT dot,
+    # off the native bf16 path. The einsum custom_vjp runs both gradient products in the formulation.
+    monkeypatch.setenv(OVERRIDE, override)
+    expected = ("bf16", "bf16", "f32", "DEFAULT") if override == "native" else ("f32", "f32", "f32", "HIGHEST")
+    layer = EinsumDense("abc,cde->abde", output_shape=(None, 2, 4), bias_axes="de", dtype="mixed_bfloat16")
+    x = jnp.ones((2, 3, 16), jnp.float32)
+    layer.build(x.shape)
+    values = [v.value for v in layer.trainable_variables]
+    loss = lambda values, x: jnp.sum(_stateless(layer, values, x).astype(jnp.float32))  # noqa: E731
+    dots = _dots(jax.jit(jax.grad(loss, argnums=(0, 1))).lower(values, x).as_text())
+    assert len(dots) == 2 and all(dot == expected for dot in dots), dots
+
+    attention = MultiHeadAttention(num_heads=2, key_dim=4, dtype="mixed_bfloat16")
+    query = jnp.ones((2, 3, 8), jnp.float32)
+    attention.build(query.shape, query.shape)
+    values = [v.value for v in attention.trainable_variables]
+
+    def attention_loss(values, q):
+        return jnp.sum(attention.stateless_call(values, [], q, q)[0].astype(jnp.float32))
+
+    dots = _dots(jax.jit(jax.grad(attention_loss, argnums=(0, 1))).lower(values, query).as_text())
+    assert dots and all(dot == expected for dot in dots), dots
