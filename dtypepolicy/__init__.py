@@ -10,6 +10,7 @@ Example:
 from dtypepolicy import float8, loss_scale, quantization
 from dtypepolicy._autocast import autocast_scope
 from dtypepolicy._defaults import dtype_policy, policy_scope, set_dtype_policy
+from dtypepolicy._dot_formulation import describe_dot
 from dtypepolicy._policy import DTypePolicy, QuantizedDTypePolicy, QuantizedFloat8DTypePolicy
 from dtypepolicy._policy_map import DTypePolicyMap, PolicyMatch
 from dtypepolicy._serialization import deserialize, get, serialize
@@ -28,6 +29,7 @@ __all__ = [
     "StatelessScope",
     "Variable",
     "autocast_scope",
+    "describe_dot",
     "deserialize",
     "dtype_policy",
     "float8",

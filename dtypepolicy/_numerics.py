@@ -8,11 +8,14 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from dtypepolicy._dot_algorithms import default_algorithm
+from dtypepolicy._dot_formulation import DotFormulation, dot_formulation, product
 from dtypepolicy._dtypes import is_float, standardize_dtype
 
 
@@ -41,7 +44,47 @@ def _finish(result: jax.Array, bias: Any, out_dtype: str) -> jax.Array:
     return result.astype(out_dtype)
 
 
-def dense_matmul(x: Any, kernel: Any, bias: Any = None, dtype: Any = None) -> jax.Array:
+def _formulation(algorithm: str | DotFormulation | None, operand_dtype: Any) -> DotFormulation | None:
+    """The formulation for `algorithm`, or for `operand_dtype`'s default algorithm; None for integers."""
+    if isinstance(algorithm, DotFormulation):
+        return algorithm
+    name = algorithm or default_algorithm(standardize_dtype(operand_dtype))
+    return None if name is None else dot_formulation(name)
+
+
+@functools.lru_cache(maxsize=64)
+def _dense_product(formulation: DotFormulation) -> Any:
+    """`x @ kernel` over the last axis of `x`, both directions in one formulation (a custom_vjp).
+
+    JAX's own transpose of the forward would take the float32 cotangent and the 16-bit operand
+    to a mixed-dtype product with another kernel; here the input and kernel gradients are the
+    formulation's products too, on canonical `(rows, k) @ (k, cols)` layouts where it can.
+    """
+    precision, accumulation = formulation.precision, formulation.accumulation
+
+    def dot(a: jax.Array, b: jax.Array, contract: tuple[tuple[int, ...], tuple[int, ...]]) -> jax.Array:
+        return jax.lax.dot_general(a, b, (contract, ((), ())), precision=precision, preferred_element_type=accumulation)
+
+    @jax.custom_vjp
+    def product(x: jax.Array, kernel: jax.Array) -> jax.Array:
+        return formulation.finish(dot(formulation.prepare(x), formulation.prepare(kernel), ((x.ndim - 1,), (0,))))
+
+    def forward(x: jax.Array, kernel: jax.Array) -> tuple[jax.Array, tuple]:
+        return product(x, kernel), (x, kernel)
+
+    def backward(residuals: tuple, cotangent: jax.Array) -> tuple[jax.Array, jax.Array]:
+        x, kernel = residuals
+        g = formulation.prepare(cotangent)
+        x_grad = dot(g, formulation.prepare(kernel), ((g.ndim - 1,), (1,)))  # g @ kernel.T
+        rows = formulation.prepare(x).reshape(-1, x.shape[-1])
+        kernel_grad = dot(rows, g.reshape(-1, g.shape[-1]), ((0,), (0,)))  # x.T @ g
+        return x_grad.astype(x.dtype), kernel_grad.astype(kernel.dtype)
+
+    product.defvjp(forward, backward)
+    return product
+
+
+def dense_matmul(x: Any, kernel: Any, bias: Any = None, dtype: Any = None, algorithm: Any = None) -> jax.Array:
     """`x @ kernel + bias` over the last axis of `x`, accumulated wide and rounded once.
 
     Args:
@@ -49,6 +92,9 @@ def dense_matmul(x: Any, kernel: Any, bias: Any = None, dtype: Any = None) -> ja
       kernel: `(in, out)`.
       bias: `(out,)` or None; added to the float32 accumulator.
       dtype: the result dtype; defaults to `x`'s dtype.
+      algorithm: a `jax.lax.DotAlgorithmPreset` name (a policy's `dot_algorithm`) or a
+        `DotFormulation`; None: the default of `x`'s dtype (16-bit operands accumulated in
+        float32, full float32 for float32).
 
     Example:
       >>> x = jnp.ones((2, 3), jnp.bfloat16)
@@ -57,15 +103,37 @@ def dense_matmul(x: Any, kernel: Any, bias: Any = None, dtype: Any = None) -> ja
     """
     x, kernel = jnp.asarray(x), jnp.asarray(kernel)
     out_dtype = standardize_dtype(dtype or x.dtype)
-    dimensions = (((x.ndim - 1,), (0,)), ((), ()))
-    result = jax.lax.dot_general(
-        x, kernel.astype(x.dtype), dimensions, preferred_element_type=accumulation_dtype(x.dtype)
-    )
+    kernel = kernel.astype(x.dtype)
+    formulation = _formulation(algorithm, x.dtype)
+    if formulation is None:  # integer operands
+        dimensions = (((x.ndim - 1,), (0,)), ((), ()))
+        result = jax.lax.dot_general(x, kernel, dimensions, preferred_element_type=accumulation_dtype(x.dtype))
+    else:
+        result = _dense_product(formulation)(x, kernel)
     return _finish(result, bias, out_dtype)
 
 
-def einsum(equation: str, x: Any, kernel: Any, bias: Any = None, dtype: Any = None) -> jax.Array:
+def product_accumulated(equation: str, x: Any, y: Any, algorithm: Any = None) -> jax.Array:
+    """`einsum(equation, x, y)` in the algorithm's accumulation dtype, not rounded (attention scores).
+
+    Example:
+      >>> product_accumulated("ij,jk->ik", jnp.ones((2, 3), jnp.bfloat16), jnp.ones((3, 2), jnp.bfloat16)).dtype
+      dtype('float32')
+    """
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    formulation = _formulation(algorithm, x.dtype)
+    if formulation is None:
+        return jnp.einsum(equation, x, y, preferred_element_type=accumulation_dtype(x.dtype))
+    return product(equation, x, y.astype(x.dtype), formulation)
+
+
+def einsum(
+    equation: str, x: Any, kernel: Any, bias: Any = None, dtype: Any = None, algorithm: str | None = None
+) -> jax.Array:
     """`einsum(equation, x, kernel) + bias`, accumulated wide and rounded once.
+
+    `algorithm` as in `dense_matmul`; the gradients are JAX's transposes of the same products,
+    which keep the formulation's precision.
 
     Example:
       >>> einsum("bi,io->bo", jnp.ones((2, 3), jnp.float16), jnp.ones((3, 4), jnp.float16)).dtype
@@ -73,7 +141,12 @@ def einsum(equation: str, x: Any, kernel: Any, bias: Any = None, dtype: Any = No
     """
     x, kernel = jnp.asarray(x), jnp.asarray(kernel)
     out_dtype = standardize_dtype(dtype or x.dtype)
-    result = jnp.einsum(equation, x, kernel.astype(x.dtype), preferred_element_type=accumulation_dtype(x.dtype))
+    kernel = kernel.astype(x.dtype)
+    formulation = _formulation(algorithm, x.dtype)
+    if formulation is None:
+        result = jnp.einsum(equation, x, kernel, preferred_element_type=accumulation_dtype(x.dtype))
+    else:
+        result = product(equation, x, kernel, formulation)
     return _finish(result, bias, out_dtype)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from dtypepolicy._dot_algorithms import algorithm_from_accumulation, parse_algorithm
 from dtypepolicy._dtypes import KNOWN_DTYPE_NAMES, SHORT_NAMES, closest, dtype_from_name
 
 MIXED_NAMES = {"mixed_float16": "float16", "mixed_bfloat16": "bfloat16"}
@@ -23,8 +24,16 @@ _KEYS = {
     "c": "compute",
     "output": "output",
     "o": "output",
+    "dot": "dot",
+    "algorithm": "dot",
+    "acc": "accumulation",
+    "accumulation": "accumulation",
 }
-_GRAMMAR_HINT = "'params=<dtype>,compute=<dtype>,output=<dtype>' (keys p/c/o, dtypes like f32/bf16/f16)"
+_DTYPE_FIELDS = ("variable", "compute", "output")
+_GRAMMAR_HINT = (
+    "'params=<dtype>,compute=<dtype>,output=<dtype>' (keys p/c/o, dtypes like f32/bf16/f16; optionally "
+    "dot=<DotAlgorithmPreset name> or acc=<accumulation dtype>)"
+)
 _COMMON_NAMES = ("float16", "bfloat16", "float32", "float64", "mixed_float16", "mixed_bfloat16")
 
 
@@ -35,6 +44,7 @@ class PlainSpec:
     variable: str
     compute: str
     output: str | None = None
+    dot: str | None = None  # a non-default matrix-product algorithm (see _dot_algorithms)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,18 +85,30 @@ def _parse_grammar(text: str, key: str) -> PlainSpec:
             raise _error(text, f"{part!r} is not of the form key=dtype")
         if name not in _KEYS:
             hint = closest(name, list(_KEYS))
-            raise _error(text, f"unknown key {name!r} (keys are params/p, compute/c, output/o)", hint)
+            raise _error(text, f"unknown key {name!r} (keys are params/p, compute/c, output/o, dot, acc)", hint)
         field = _KEYS[name]
-        if field in fields:
-            raise _error(text, f"{field!r} is given twice")
-        dtype = dtype_from_name(value)
-        if dtype is None:
-            hint = closest(value, list(KNOWN_DTYPE_NAMES) + list(SHORT_NAMES))
-            raise _error(text, f"{value!r} is not a dtype name", hint)
-        fields[field] = dtype
+        if field in fields or (field in ("dot", "accumulation") and {"dot", "accumulation"} & set(fields)):
+            raise _error(text, f"{field!r} is given twice" if field in fields else "give either dot= or acc=, not both")
+        if field in _DTYPE_FIELDS:
+            dtype = dtype_from_name(value)
+            if dtype is None:
+                hint = closest(value, list(KNOWN_DTYPE_NAMES) + list(SHORT_NAMES))
+                raise _error(text, f"{value!r} is not a dtype name", hint)
+            value = dtype
+        fields[field] = value
     # Master weights default to float32; compute defaults to the storage dtype.
     variable = fields.get("variable", "float32")
-    return PlainSpec(variable, fields.get("compute", variable), fields.get("output"))
+    compute = fields.get("compute", variable)
+    try:
+        if "dot" in fields:
+            dot = parse_algorithm(fields["dot"], compute)
+        elif "accumulation" in fields:
+            dot = algorithm_from_accumulation(fields["accumulation"], compute)
+        else:
+            dot = None
+    except ValueError as error:
+        raise ValueError(f"Cannot parse dtype policy {text!r}: {error}") from None
+    return PlainSpec(variable, compute, fields.get("output"), dot)
 
 
 def parse_plain(text: str, original: str | None = None) -> PlainSpec:
@@ -114,8 +136,9 @@ def parse(text: str) -> PlainSpec | QuantizedSpec:
     """Parses any policy name.
 
     Example:
-      >>> parse("int8_from_mixed_bfloat16")
-      QuantizedSpec(mode='int8', source=PlainSpec(variable='float32', compute='bfloat16', output=None), recipe=None)
+      >>> spec = parse("int8_from_mixed_bfloat16")
+      >>> spec.mode, spec.source
+      ('int8', PlainSpec(variable='float32', compute='bfloat16', output=None, dot=None))
     """
     key = "".join(text.split()).lower()
     match = _QUANTIZED.match(key)
@@ -137,6 +160,11 @@ def parse(text: str) -> PlainSpec | QuantizedSpec:
 
 def plain_name(spec: PlainSpec) -> str:
     """The canonical name of a plain policy: the shortest spelling with the same meaning."""
+    if spec.dot is not None:
+        name = f"params={spec.variable},compute={spec.compute}"
+        if spec.output is not None:
+            name += f",output={spec.output}"
+        return f"{name},dot={spec.dot}"
     if spec.output is None:
         if spec.variable == spec.compute:
             return spec.variable

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from typing import Any
 
+import jax
+
 from dtypepolicy import _state
+from dtypepolicy._dot_algorithms import default_algorithm, parse_algorithm
 from dtypepolicy._dtypes import is_float
 from dtypepolicy._parse import PlainSpec, parse_plain, plain_name
 
@@ -22,6 +26,18 @@ def _plain_spec(name: Any, what: str) -> PlainSpec:
     return parse_plain(name)
 
 
+def _check_algorithm(value: Any, compute: str) -> str | None:
+    """A `dot_algorithm` argument: a preset name or a `jax.lax.DotAlgorithmPreset`."""
+    if isinstance(value, jax.lax.DotAlgorithmPreset):
+        value = value.name
+    if not isinstance(value, str):
+        raise TypeError(
+            f"dot_algorithm must be a jax.lax.DotAlgorithmPreset or its name (e.g. 'BF16_BF16_F32'), received "
+            f"{value!r} of type {type(value).__name__}."
+        )
+    return parse_algorithm(value, compute)
+
+
 def _rebuild(cls: type, config: dict[str, Any]) -> Any:
     return cls.from_config(config)
 
@@ -33,7 +49,11 @@ class DTypePolicy:
       name: a policy name: `"float32"`, `"bfloat16"`, `"mixed_bfloat16"` (float32 variables,
         bfloat16 compute), `"mixed_float16"`, any dtype name (`"int32"`), or the explicit form
         `"params=float32,compute=bfloat16,output=float32"` (keys `p`/`c`/`o`, dtypes such as
-        `f32`/`bf16`/`f16`). `None` copies the current default policy.
+        `f32`/`bf16`/`f16`; `dot=<algorithm>` or `acc=<dtype>` choose the matrix-product
+        algorithm). `None` copies the current default policy.
+      dot_algorithm: the matrix-product algorithm, a `jax.lax.DotAlgorithmPreset` or its name;
+        None keeps the name's (by default: 16-bit operands accumulated in float32, or full
+        float32 products for a float32 policy).
 
     Policies are immutable and compare by meaning; `name` is the canonical spelling.
 
@@ -47,8 +67,11 @@ class DTypePolicy:
 
     __slots__ = ("_spec",)
 
-    def __init__(self, name: str | None = None) -> None:
-        object.__setattr__(self, "_spec", _plain_spec(name, "DTypePolicy name"))
+    def __init__(self, name: str | None = None, dot_algorithm: Any = None) -> None:
+        spec = _plain_spec(name, "DTypePolicy name")
+        if dot_algorithm is not None:
+            spec = dataclasses.replace(spec, dot=_check_algorithm(dot_algorithm, spec.compute))
+        object.__setattr__(self, "_spec", spec)
 
     def __setattr__(self, key: str, value: Any) -> None:
         raise AttributeError(f"{type(self).__name__} is immutable; cannot set {key!r}. Create a new policy.")
@@ -80,6 +103,15 @@ class DTypePolicy:
     def quantization_mode(self) -> str | None:
         """The quantization mode (`"int8"`, `"float8"`), None for plain policies."""
         return None
+
+    @property
+    def dot_algorithm(self) -> str | None:
+        """The matrix-product algorithm, a `jax.lax.DotAlgorithmPreset` name (None: not floating).
+
+        16-bit compute defaults to its operands with float32 accumulation (`"BF16_BF16_F32"`), and
+        float32 to full float32 products (`"F32_F32_F32"`, never TF32 or bf16 passes).
+        """
+        return self._spec.dot or default_algorithm(self._spec.compute)
 
     def _key(self) -> tuple:
         return (type(self), self._spec)

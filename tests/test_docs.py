@@ -28,6 +28,8 @@ MODULES = [
     "dtypepolicy._stateless",
     "dtypepolicy._strict",
     "dtypepolicy._numerics",
+    "dtypepolicy._dot_algorithms",
+    "dtypepolicy._dot_formulation",
     "layers.initializers",
     "layers.initializers._base",
     "layers.initializers._constant_initializers",

@@ -172,3 +172,68 @@ def test_arbitrary_text_parses_or_raises_value_error(text):
         assert repr(text) in str(error)
     else:
         assert isinstance(spec, (PlainSpec, QuantizedSpec))
+
+
+# --- the matrix-product algorithm (dot= / acc=) ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "spec"),
+    [
+        ("p=f32,c=bf16,acc=f32", PlainSpec("float32", "bfloat16", None, None)),  # the default is not stored
+        ("p=f32,c=bf16,dot=BF16_BF16_F32", PlainSpec("float32", "bfloat16", None, None)),
+        ("p=f32,c=bf16,dot=bf16_bf16_f32_x3", PlainSpec("float32", "bfloat16", None, "BF16_BF16_F32_X3")),
+        ("c=bf16,acc=bf16", PlainSpec("float32", "bfloat16", None, "BF16_BF16_BF16")),
+        ("p=f32,algorithm=TF32_TF32_F32", PlainSpec("float32", "float32", None, "TF32_TF32_F32")),
+        ("p=f16,accumulation=float16", PlainSpec("float16", "float16", None, "F16_F16_F16")),
+        ("dot=F32_F32_F32,o=bf16,c=bf16", PlainSpec("float32", "bfloat16", "bfloat16", "F32_F32_F32")),
+    ],
+)
+def test_algorithm_keys_parse_into_the_spec(text, spec):
+    assert parse(text) == spec
+
+
+def test_the_algorithm_is_checked_against_the_compute_dtype_after_all_keys():
+    # Compute given after dot=: the check uses it, not the default (float32).
+    assert parse("dot=BF16_BF16_BF16,c=bf16").dot == "BF16_BF16_BF16"
+    with pytest.raises(ValueError, match=r"'F16_F16_F32': it cannot take bfloat16 operands"):
+        parse("dot=F16_F16_F32,c=bf16")
+
+
+def test_a_quantized_source_keeps_its_algorithm():
+    spec = parse("int8_from_p=f32,c=bf16,dot=F32_F32_F32")
+    assert spec == QuantizedSpec("int8", PlainSpec("float32", "bfloat16", None, "F32_F32_F32"))
+    assert quantized_name(spec) == "int8_from_params=float32,compute=bfloat16,dot=F32_F32_F32"
+    assert parse("float8_current_from_c=bf16,acc=bf16").source.dot == "BF16_BF16_BF16"
+
+
+@pytest.mark.parametrize(
+    ("meaning", "name"),
+    [
+        (("float32", "bfloat16", None, "F32_F32_F32"), "params=float32,compute=bfloat16,dot=F32_F32_F32"),
+        (("bfloat16", "bfloat16", None, "BF16_BF16_BF16"), "params=bfloat16,compute=bfloat16,dot=BF16_BF16_BF16"),
+        (
+            ("float32", "float16", "float32", "F16_F16_F16"),
+            "params=float32,compute=float16,output=float32,dot=F16_F16_F16",
+        ),
+    ],
+)
+def test_canonical_names_spell_a_non_default_algorithm_last(meaning, name):
+    assert plain_name(PlainSpec(*meaning)) == name
+    assert parse(name) == PlainSpec(*meaning)
+
+
+ALGORITHM_VALUES = ["F32_F32_F32", "bf16_bf16_f32", "BF16_BF16_BF16", "TF32_TF32_F32", "F16_F16_F32", "f32", "bf16"]
+
+
+@given(
+    grammar_strings(), st.sampled_from(["dot", "algorithm", "acc", "accumulation"]), st.sampled_from(ALGORITHM_VALUES)
+)
+def test_grammar_with_an_algorithm_parses_or_names_the_input(text, key, value):
+    full = f"{text},{key}={value}"
+    try:
+        spec = parse(full)
+    except ValueError as error:
+        assert repr(full) in str(error)
+    else:
+        assert parse(plain_name(spec)) == spec

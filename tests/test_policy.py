@@ -188,3 +188,66 @@ def test_float16_compute_stays_allowed_for_int4_and_float8():
 def test_a_quantized_policy_needs_a_floating_source(name):
     with pytest.raises(ValueError, match=rf"Policy '{name}' is not supported: .* must be floating; received '"):
         dp.get(name)
+
+
+# --- the matrix-product algorithm (issue 10) ---------------------------------------------------
+
+
+def test_dot_algorithm_property_and_keyword():
+    import jax
+
+    assert dp.DTypePolicy("float32").dot_algorithm == "F32_F32_F32"
+    assert dp.DTypePolicy("mixed_float16").dot_algorithm == "F16_F16_F32"
+    x3 = dp.DTypePolicy("mixed_bfloat16", dot_algorithm=jax.lax.DotAlgorithmPreset.BF16_BF16_F32_X3)
+    assert x3 == dp.DTypePolicy("p=f32,c=bf16,dot=BF16_BF16_F32_X3") and x3 != dp.DTypePolicy("mixed_bfloat16")
+    assert hash(x3) == hash(dp.DTypePolicy("p=f32,c=bf16,dot=BF16_BF16_F32_X3"))
+    assert hash(x3) != hash(dp.DTypePolicy("mixed_bfloat16"))
+    assert repr(x3) == '<DTypePolicy "params=float32,compute=bfloat16,dot=BF16_BF16_F32_X3">'
+
+
+def test_dot_algorithm_is_immutable():
+    policy = dp.DTypePolicy("p=f32,c=bf16,dot=F32_F32_F32")
+    with pytest.raises(AttributeError):
+        policy.dot_algorithm = "BF16_BF16_F32"
+    assert policy.dot_algorithm == "F32_F32_F32"
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        dp.DTypePolicy("p=f32,c=bf16,dot=F32_F32_F32"),
+        dp.DTypePolicy("float32", dot_algorithm="TF32_TF32_F32"),
+        dp.QuantizedDTypePolicy("int8", "p=f32,c=bf16,dot=F32_F32_F32"),
+        dp.QuantizedFloat8DTypePolicy("float8", "p=f32,c=bf16,acc=bf16", 8, 1),
+    ],
+    ids=repr,
+)
+def test_config_pickle_and_copy_keep_the_algorithm(policy):
+    for restored in (type(policy).from_config(policy.get_config()), pickle.loads(pickle.dumps(policy))):
+        assert restored == policy and hash(restored) == hash(policy)
+        assert restored.dot_algorithm == policy.dot_algorithm
+    assert copy.copy(policy) is policy and copy.deepcopy(policy) is policy
+
+
+def test_quantized_policy_reports_its_sources_algorithm():
+    policy = dp.QuantizedDTypePolicy("int8", "p=f32,c=bf16,dot=F32_F32_F32")
+    assert policy.dot_algorithm == "F32_F32_F32" and policy.compute_dtype == "bfloat16"
+    assert policy != dp.QuantizedDTypePolicy("int8", "mixed_bfloat16")
+    assert dp.QuantizedDTypePolicy("int8", "mixed_bfloat16").dot_algorithm == "BF16_BF16_F32"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "fragment"),
+    [
+        (
+            {"dot_algorithm": 3},
+            TypeError,
+            r"dot_algorithm must be a jax.lax.DotAlgorithmPreset or its name.*received 3",
+        ),
+        ({"dot_algorithm": "F16_F16_F32"}, ValueError, r"'F16_F16_F32': it cannot take bfloat16 operands"),
+        ({"dot_algorithm": "BF16_BF16_F23"}, ValueError, r"not a known algorithm.*Did you mean 'BF16_BF16_F32'"),
+    ],
+)
+def test_bad_dot_algorithm_keyword(kwargs, error, fragment):
+    with pytest.raises(error, match=fragment):
+        dp.DTypePolicy("mixed_bfloat16", **kwargs)

@@ -163,3 +163,65 @@ def test_json_round_trip_is_identity_for_maps(policy_map):
     restored = dp.deserialize(json.loads(json.dumps(before)))
     assert restored == policy_map and hash(restored) == hash(policy_map)
     assert dp.serialize(policy_map) == before  # serializing changed nothing
+
+
+# --- policies with a matrix-product algorithm (issue 10) -----------------------------------------
+
+# compute dtype -> algorithms that can take its values (hand-written from the preset names; F64 aside).
+_ALGORITHMS_FOR = {
+    "bfloat16": ["BF16_BF16_F32", "BF16_BF16_BF16", "BF16_BF16_F32_X3", "TF32_TF32_F32", "F32_F32_F32"],
+    "float16": ["F16_F16_F32", "F16_F16_F16", "F32_F32_F32"],
+    "float32": ["BF16_BF16_F32", "TF32_TF32_F32", "F16_F16_F16", "BF16_BF16_F32_X9", "F32_F32_F32"],
+}
+
+
+@st.composite
+def policies_with_algorithms(draw):
+    compute = draw(st.sampled_from(list(_ALGORITHMS_FOR)))
+    variable = draw(st.sampled_from(["float32", compute]))
+    output = draw(st.sampled_from([None, "float32", compute]))
+    algorithm = draw(st.sampled_from(_ALGORITHMS_FOR[compute]))
+    text = f"p={variable},c={compute}" + ("" if output is None else f",o={output}") + f",dot={algorithm}"
+    kind = draw(st.sampled_from(["plain", "keyword", "int", "float8"]))
+    if kind == "keyword":
+        return dp.DTypePolicy(text.rsplit(",", 1)[0], dot_algorithm=algorithm)
+    if kind == "int":
+        return dp.QuantizedDTypePolicy("int4" if compute == "float16" else "int8", text)
+    if kind == "float8":
+        return dp.QuantizedFloat8DTypePolicy("float8", text, amax_history_length=draw(st.integers(1, 64)))
+    return dp.DTypePolicy(text)
+
+
+@given(policies_with_algorithms())
+def test_json_round_trip_keeps_the_algorithm(policy):
+    restored = dp.deserialize(json.loads(json.dumps(dp.serialize(policy))))
+    assert restored == policy and type(restored) is type(policy) and hash(restored) == hash(policy)
+    assert restored.dot_algorithm == policy.dot_algorithm
+    assert dp.serialize(restored) == dp.serialize(policy)
+
+
+def test_the_serialized_name_carries_a_non_default_algorithm_only():
+    assert dp.serialize(dp.get("p=f32,c=bf16,acc=f32")) == {
+        "class_name": "DTypePolicy",
+        "config": {"name": "mixed_bfloat16"},
+    }
+    assert dp.serialize(dp.get("p=f32,c=bf16,acc=bf16")) == {
+        "class_name": "DTypePolicy",
+        "config": {"name": "params=float32,compute=bfloat16,dot=BF16_BF16_BF16"},
+    }
+    assert dp.get("p=f32,c=bf16,dot=F32_F32_F32").dot_algorithm == "F32_F32_F32"
+
+
+@given(st.dictionaries(PATHS, policies_with_algorithms(), max_size=3))
+def test_maps_of_policies_with_algorithms_round_trip(entries):
+    policy_map = dp.DTypePolicyMap("p=f32,c=bf16,dot=F32_F32_F32", entries)
+    restored = dp.deserialize(json.loads(json.dumps(dp.serialize(policy_map))))
+    assert restored == policy_map and hash(restored) == hash(policy_map)
+
+
+def test_a_layer_config_keeps_its_policys_algorithm():
+    from layers import Dense
+
+    layer = Dense(3, dtype="p=f32,c=bf16,dot=F32_F32_F32")
+    rebuilt = Dense.from_config(json.loads(json.dumps(layer.get_config())))
+    assert rebuilt.dtype_policy == layer.dtype_policy and rebuilt.dtype_policy.dot_algorithm == "F32_F32_F32"

@@ -13,6 +13,7 @@ from layers._base import _shapes
 from layers._base._layer import Layer
 from layers._base._masking import get_mask
 from layers._builtin._arguments import check_bool, check_positive_int, set_weight_arguments, weight_arguments_config
+from layers._builtin._dense import algorithm_for
 from layers._builtin._dropout import Dropout
 from layers._builtin._einsum_dense import EinsumDense
 from layers._builtin._training_flag import check_training
@@ -235,12 +236,13 @@ class MultiHeadAttention(Layer):
         v = self.value_dense(value)
         q = q * jnp.asarray(1.0 / math.sqrt(self.key_dim), q.dtype)
         # Scores stay in the float32 accumulator straight into the float32 softmax.
-        scores = jnp.einsum("aecd,abcd->acbe", k, q, preferred_element_type=_numerics.accumulation_dtype(q.dtype))
+        algorithm = algorithm_for(self.dtype_policy, q.dtype.name)
+        scores = _numerics.product_accumulated("aecd,abcd->acbe", k, q, algorithm)
         if mask is not None:
             mask = mask[:, None, :, :]  # broadcast over heads
         probabilities = _numerics.softmax(scores, axis=-1, mask=mask).astype(q.dtype)
         dropped = self.dropout_layer(probabilities, training=training)
-        context = _numerics.einsum("acbe,aecd->abcd", dropped, v)
+        context = _numerics.einsum("acbe,aecd->abcd", dropped, v, algorithm=algorithm)
         output = self.output_dense(context)
         return (output, probabilities) if return_attention_scores else output
 

@@ -23,6 +23,8 @@ import jax.numpy as jnp
 
 from dtypepolicy import _numerics
 from dtypepolicy._autocast import current_autocast_dtype
+from dtypepolicy._dot_algorithms import default_algorithm
+from dtypepolicy._dot_formulation import DotFormulation, dot_formulation
 from dtypepolicy._dtypes import is_float
 from dtypepolicy.quantization import DENSE, Contraction, QuantizationStrategy
 from layers import activations
@@ -34,14 +36,19 @@ from layers._builtin._training_flag import check_training
 __all__ = ["Dense"]
 
 
-@functools.partial(jax.jit, static_argnames=("activation", "dtypes"))
+@functools.partial(jax.jit, static_argnames=("activation", "dtypes", "algorithm"))
 def _dense_forward(
-    x: jax.Array, kernel: jax.Array, bias: jax.Array | None, activation: Any, dtypes: tuple[str, str, str | None]
+    x: jax.Array,
+    kernel: jax.Array,
+    bias: jax.Array | None,
+    activation: Any,
+    dtypes: tuple[str, str, str | None],
+    algorithm: DotFormulation | None = None,
 ) -> jax.Array:
     # One compiled dispatch per eager call, the casts included (SPEC §8 eager overhead); inside
     # a caller's jit it is inlined.
     x, kernel, bias = cast_operands(x, kernel, bias, dtypes)
-    outputs = _numerics.dense_matmul(x, kernel, bias)
+    outputs = _numerics.dense_matmul(x, kernel, bias, algorithm=algorithm)
     return outputs if activation is None else activation(outputs)
 
 
@@ -158,11 +165,33 @@ def project(layer: Layer, inputs: jax.Array, forward: Callable[..., jax.Array], 
         bias, bias_dtype = bias_variable._read_storage(), bias_variable.dtype
     activation = static_activation(layer.activation)
     outputs = forward(
-        inputs, kernel_variable._read_storage(), bias, activation=activation, dtypes=(x_dtype, kernel_dtype, bias_dtype)
+        inputs,
+        kernel_variable._read_storage(),
+        bias,
+        activation=activation,
+        dtypes=(x_dtype, kernel_dtype, bias_dtype),
+        algorithm=algorithm_for(layer.dtype_policy, x_dtype),
     )
     if activation is None and layer.activation is not activations.linear:
         outputs = layer.activation(outputs)
     return outputs
+
+
+@functools.lru_cache(maxsize=256)
+def _algorithm_for(policy: Any, operand_dtype: str) -> str | None:
+    if operand_dtype == policy.compute_dtype:
+        return policy.dot_algorithm
+    return default_algorithm(operand_dtype)
+
+
+def algorithm_for(policy: Any, operand_dtype: str) -> DotFormulation | None:
+    """How products run for these operands: the policy's algorithm when they are its compute dtype.
+
+    A formulation, not a name, goes into the jitted forwards as a static argument: the same
+    algorithm may run differently (DTYPEPOLICY_CPU_BF16_DOT), and jit must not reuse the other one.
+    """
+    algorithm = _algorithm_for(policy, operand_dtype)
+    return None if algorithm is None else dot_formulation(algorithm)
 
 
 def restore_input_autocast(cls: type) -> None:

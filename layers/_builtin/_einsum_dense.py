@@ -49,7 +49,7 @@ class _Equation:
         return self.outputs if self.ellipsis == "left" else self.outputs[1:]
 
 
-@functools.partial(jax.jit, static_argnames=("equation", "activation", "dtypes"))
+@functools.partial(jax.jit, static_argnames=("equation", "activation", "dtypes", "algorithm"))
 def _einsum_forward(
     equation: str,
     x: jax.Array,
@@ -57,10 +57,11 @@ def _einsum_forward(
     bias: jax.Array | None,
     activation: Any,
     dtypes: tuple[str, str, str | None],
+    algorithm: str | None = None,
 ) -> jax.Array:
     # One compiled dispatch per eager call, the casts included; inlined inside a caller's jit.
     x, kernel, bias = cast_operands(x, kernel, bias, dtypes)
-    outputs = _numerics.einsum(equation, x, kernel, bias)
+    outputs = _numerics.einsum(equation, x, kernel, bias, algorithm=algorithm)
     return outputs if activation is None else activation(outputs)
 
 
