@@ -738,3 +738,16 @@ def test_a_bad_training_flag_on_a_float8_layer_is_a_type_error():
     dense = layers.Dense(3, name="d", dtype="float8_from_float32")
     with pytest.raises(TypeError, match=r"Dense 'd': training must be a Python bool or None, received 'false'"):
         dense(np.ones((2, 4), np.float32), training="false")
+
+
+def test_a_built_float_layer_that_joins_a_quantized_model_raises_when_called():
+    # The model's quantized policy reaches the built Dense through tracking, not its setter: its
+    # float weights have no quantized form, and running them as floats would ignore the policy.
+    dense = layers.Dense(3, name="d")
+    x = np.ones((2, 4), np.float32)
+    dense(x)
+    model = layers.Sequential([dense], dtype="float8_from_float32", name="m")
+    with pytest.raises(
+        ValueError, match=r"'d' has the quantized policy 'float8_from_float32' but was built with float"
+    ):
+        model(x)

@@ -164,17 +164,30 @@ def project(layer: Layer, inputs: jax.Array, forward: Callable[..., jax.Array], 
         # The float32 master joins the float32 accumulator unrounded, whatever autocast says.
         bias, bias_dtype = bias_variable._read_storage(), bias_variable.dtype
     activation = static_activation(layer.activation)
+    policy = layer.dtype_policy
+    if policy.quantization_mode is not None and policy.quantization_mode in layer._quantization_modes:
+        raise _built_without_quantized_form(layer, policy)
     outputs = forward(
         inputs,
         kernel_variable._read_storage(),
         bias,
         activation=activation,
         dtypes=(x_dtype, kernel_dtype, bias_dtype),
-        algorithm=algorithm_for(layer.dtype_policy, x_dtype),
+        algorithm=algorithm_for(policy, x_dtype),
     )
     if activation is None and layer.activation is not activations.linear:
         outputs = layer.activation(outputs)
     return outputs
+
+
+def _built_without_quantized_form(layer: Layer, policy: Any) -> ValueError:
+    # A layer built with float weights that a quantized policy reached later (put into a model
+    # given one): running the float product would silently ignore the policy.
+    return ValueError(
+        f"Layer {layer.name!r} has the quantized policy {policy.name!r} but was built with float weights (it got the "
+        f"policy after it was built, e.g. from a model it joined). Call layer.quantize({policy.quantization_mode!r}) "
+        f"(or model.quantize) to convert its weights, or give it a plain policy."
+    )
 
 
 @functools.lru_cache(maxsize=256)
