@@ -45,10 +45,12 @@ _ACCUMULATION = {
     name: {"F32": "float32", "BF16": "bfloat16", "F16": "float16", "F64": "float64"}[name.split("_")[2]]
     for name in _OPERAND
 }
-_CPU_BF16_OVERRIDE = "DTYPEPOLICY_CPU_BF16_DOT"
+CPU_BF16_OVERRIDE = _CPU_BF16_OVERRIDE = "DTYPEPOLICY_CPU_BF16_DOT"
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(
+    frozen=True, eq=False
+)  # one instance per (algorithm, backend, choice): identity is cheap to hash
 class DotFormulation:
     """How one algorithm's products are computed here.
 
@@ -200,7 +202,8 @@ def dot_formulation(algorithm: str, backend: str | None = None) -> DotFormulatio
       'bfloat16'
     """
     backend = backend or jax.default_backend()
-    return _formulation(algorithm, backend, backend == "cpu" and cpu_has_fast_bf16())
+    # Only the cpu bf16 choice depends on the machine (and the override): the others are one instance each.
+    return _formulation(algorithm, backend, backend == "cpu" and algorithm == "BF16_BF16_F32" and cpu_has_fast_bf16())
 
 
 def describe_dot(policy: Any, backend: str | None = None) -> str:

@@ -15,6 +15,7 @@ product at small sizes).
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -24,7 +25,7 @@ import jax.numpy as jnp
 from dtypepolicy import _numerics
 from dtypepolicy._autocast import current_autocast_dtype
 from dtypepolicy._dot_algorithms import default_algorithm
-from dtypepolicy._dot_formulation import DotFormulation, dot_formulation
+from dtypepolicy._dot_formulation import CPU_BF16_OVERRIDE, DotFormulation, dot_formulation
 from dtypepolicy._dtypes import is_float
 from dtypepolicy.quantization import DENSE, Contraction, QuantizationStrategy
 from layers import activations
@@ -197,14 +198,27 @@ def _algorithm_for(policy: Any, operand_dtype: str) -> str | None:
     return default_algorithm(operand_dtype)
 
 
+_FORMULATIONS: dict[tuple, tuple[Any, DotFormulation | None]] = {}
+
+
 def algorithm_for(policy: Any, operand_dtype: str) -> DotFormulation | None:
     """How products run for these operands: the policy's algorithm when they are its compute dtype.
 
     A formulation, not a name, goes into the jitted forwards as a static argument: the same
     algorithm may run differently (DTYPEPOLICY_CPU_BF16_DOT), and jit must not reuse the other one.
+    Looked up by the policy's identity (kept alive in the entry) on every eager call: hashing the
+    policy and choosing the formulation cost more than a small product.
     """
+    key = (id(policy), operand_dtype, os.environ.get(CPU_BF16_OVERRIDE))
+    entry = _FORMULATIONS.get(key)
+    if entry is not None and entry[0] is policy:
+        return entry[1]
     algorithm = _algorithm_for(policy, operand_dtype)
-    return None if algorithm is None else dot_formulation(algorithm)
+    formulation = None if algorithm is None else dot_formulation(algorithm)
+    if len(_FORMULATIONS) > 1024:
+        _FORMULATIONS.clear()
+    _FORMULATIONS[key] = (policy, formulation)
+    return formulation
 
 
 def restore_input_autocast(cls: type) -> None:
