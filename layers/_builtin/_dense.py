@@ -198,7 +198,7 @@ def _algorithm_for(policy: Any, operand_dtype: str) -> str | None:
     return default_algorithm(operand_dtype)
 
 
-_FORMULATIONS: dict[tuple, tuple[Any, DotFormulation | None]] = {}
+_FORMULATIONS: dict[tuple, tuple] = {}
 
 
 def algorithm_for(policy: Any, operand_dtype: str) -> DotFormulation | None:
@@ -207,17 +207,20 @@ def algorithm_for(policy: Any, operand_dtype: str) -> DotFormulation | None:
     A formulation, not a name, goes into the jitted forwards as a static argument: the same
     algorithm may run differently (DTYPEPOLICY_CPU_BF16_DOT), and jit must not reuse the other one.
     Looked up by the policy's identity (kept alive in the entry) on every eager call: hashing the
-    policy and choosing the formulation cost more than a small product.
+    policy and choosing the formulation cost more than a small product. Only the bf16 algorithm's
+    formulation depends on the override, so only it reads the environment again.
     """
-    key = (id(policy), operand_dtype, os.environ.get(CPU_BF16_OVERRIDE))
-    entry = _FORMULATIONS.get(key)
+    entry = _FORMULATIONS.get((id(policy), operand_dtype))
     if entry is not None and entry[0] is policy:
-        return entry[1]
+        _, formulation, override = entry
+        if override is None or os.environ.get(CPU_BF16_OVERRIDE) == override[0]:
+            return formulation
     algorithm = _algorithm_for(policy, operand_dtype)
     formulation = None if algorithm is None else dot_formulation(algorithm)
+    override = (os.environ.get(CPU_BF16_OVERRIDE),) if algorithm == "BF16_BF16_F32" else None
     if len(_FORMULATIONS) > 1024:
         _FORMULATIONS.clear()
-    _FORMULATIONS[key] = (policy, formulation)
+    _FORMULATIONS[(id(policy), operand_dtype)] = (policy, formulation, override)
     return formulation
 
 
