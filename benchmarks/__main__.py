@@ -128,6 +128,19 @@ def _train_step() -> None:
     print("  same losses over the first 5 steps (checked); target ratio <= 1.02 (a short, noisy run)")
 
 
+def _bf16_step() -> None:
+    """mixed_bfloat16 against float32 in a train step, with each CPU formulation of the bf16 products."""
+    from benchmarks import bf16_step
+
+    rounds, steps, width = 3, 5, 1024
+    print(
+        f"mixed_bfloat16 vs float32 train step (MLP 4 x {width} + 10, batch 256, Adam; medians of {rounds} "
+        f"interleaved rounds of {steps} steps; `python -m benchmarks.bf16_step` for the full run)"
+    )
+    for line in bf16_step.table(bf16_step.compare(rounds, steps, width, 4, 256)).splitlines():
+        print("  " + line)
+
+
 def _float8_step() -> None:
     """The emulated float8 train step against mixed_bfloat16, and the float8 GEMM pattern in its HLO."""
     from benchmarks import float8_step
@@ -166,6 +179,7 @@ def main() -> None:
     _build_time()
     _dense_overhead()
     _train_step()
+    _bf16_step()
     _float8_step()
     _loss_scale()
 
