@@ -74,6 +74,11 @@ class DotFormulation:
     result_dtype: str
     description: str
 
+    def __reduce__(self) -> tuple:
+        # Copies and pickles come back as the one cached instance (formulations compare by identity).
+        native = self.backend == "cpu" and self.algorithm == "BF16_BF16_F32" and self.operand_dtype == "bfloat16"
+        return (_formulation, (self.algorithm, self.backend, native))
+
     def prepare(self, x: jax.Array) -> jax.Array:
         """An operand rounded to the algorithm's operand type, in the dot's operand dtype."""
         if self.operand_dtype == "float64" and not jax.config.jax_enable_x64:

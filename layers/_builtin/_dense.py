@@ -166,15 +166,25 @@ def project(layer: Layer, inputs: jax.Array, forward: Callable[..., jax.Array], 
         bias, bias_dtype = bias_variable._read_storage(), bias_variable.dtype
     activation = static_activation(layer.activation)
     policy = layer.dtype_policy
-    if policy.quantization_mode is not None and policy.quantization_mode in layer._quantization_modes:
-        raise _built_without_quantized_form(layer, policy)
+    # The policy's formulation for these operands, kept on the layer for the same policy object and
+    # dtype: the lookup runs on every eager call (SPEC §8 overhead). The bf16 one may follow the
+    # CPU override, so it is always looked up again.
+    plan = layer.__dict__.get("_projection_plan")
+    if plan is not None and plan[0] is policy and plan[1] == x_dtype:
+        formulation = plan[2]
+    else:
+        if policy.quantization_mode is not None and policy.quantization_mode in layer._quantization_modes:
+            raise _built_without_quantized_form(layer, policy)
+        formulation = algorithm_for(policy, x_dtype)
+        if formulation is None or formulation.algorithm != "BF16_BF16_F32":
+            object.__setattr__(layer, "_projection_plan", (policy, x_dtype, formulation))
     outputs = forward(
         inputs,
         kernel_variable._read_storage(),
         bias,
         activation=activation,
         dtypes=(x_dtype, kernel_dtype, bias_dtype),
-        algorithm=algorithm_for(policy, x_dtype),
+        algorithm=formulation,
     )
     if activation is None and layer.activation is not activations.linear:
         outputs = layer.activation(outputs)
