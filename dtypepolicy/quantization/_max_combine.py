@@ -136,7 +136,8 @@ else:  # pragma: no cover - depends on the JAX version
 
 def is_max_combined(value: Any) -> bool:
     """Whether `value` is held in the max-combining dtype (a traced float8 state value)."""
-    return AVAILABLE and getattr(value, "dtype", None) == MAX_COMBINED
+    # isinstance, not ==: NumPy's dtype equality with a foreign object costs ~0.7 µs, on every read.
+    return AVAILABLE and isinstance(getattr(value, "dtype", None), _MaxCombinedDType)
 
 
 def to_max_combined(value: Any) -> Any:
