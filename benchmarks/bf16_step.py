@@ -22,44 +22,28 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 from typing import Any
 
 import jax
-import numpy as np
 
 import dtypepolicy as dp
+from benchmarks._mlp_steps import mlp_train_step, step_times
 
 _OVERRIDE = "DTYPEPOLICY_CPU_BF16_DOT"
 
 
-def _variant(policy: str, width: int, depth: int, batch: int, formulation: str | None) -> tuple[Any, Any, Any]:
-    import layers
-    from layers import losses, optimizers, training
-
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(batch, width)).astype(np.float32)
-    y = rng.integers(0, 10, size=(batch,)).astype(np.int32)
-    hidden = [layers.Dense(width, activation="relu", name=f"dense_{i}") for i in range(depth)]
-    model = layers.Sequential([*hidden, layers.Dense(10, name="head")], dtype=policy)
-    step = training.make_train_step(
-        model, losses.SparseCategoricalCrossentropy(from_logits=True), optimizers.Adam(1e-3)
-    )
+def _variant(policy: str, width: int, depth: int, batch: int, formulation: str | None) -> tuple:
+    """The MLP step traced under `formulation` (the CPU override), and the formulation's description."""
     previous = os.environ.get(_OVERRIDE)
     try:
         if formulation is not None:
             os.environ[_OVERRIDE] = formulation
-        model(x[:1])
-        state = step.init_state()
-        state, _ = step.jitted(state, (x, y))  # traced (and compiled) under this formulation
-        jax.block_until_ready(state)
-        description = dp.describe_dot(policy)
+        return mlp_train_step(policy, width, depth, batch), dp.describe_dot(policy)
     finally:
         if previous is None:
             os.environ.pop(_OVERRIDE, None)
         else:
             os.environ[_OVERRIDE] = previous
-    return step, state, (x, y), description
 
 
 def compare(rounds: int, steps: int, width: int, depth: int, batch: int) -> list[dict[str, Any]]:
@@ -69,21 +53,9 @@ def compare(rounds: int, steps: int, width: int, depth: int, batch: int) -> list
         specs.append(("mixed_bfloat16 upcast", "mixed_bfloat16", "upcast"))
     else:
         specs[1] = ("mixed_bfloat16", "mixed_bfloat16", None)
-    variants = {name: _variant(policy, width, depth, batch, how) for name, policy, how in specs}
-    states = {name: variant[1] for name, variant in variants.items()}
-    names = list(variants)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for round_index in range(rounds):
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
-            step, _, batch_data, _ = variants[name]
-            state = states[name]
-            start = time.perf_counter()
-            for _ in range(steps):
-                state, _ = step.jitted(state, batch_data)
-            jax.block_until_ready(state)
-            times[name].append((time.perf_counter() - start) / steps * 1e3)
-            states[name] = state
+    built = {name: _variant(policy, width, depth, batch, how) for name, policy, how in specs}
+    names = list(built)
+    times = step_times({name: variant for name, (variant, _) in built.items()}, rounds, steps)
     base = statistics.median(times["float32"])
     flops = 6 * batch * (width * width * depth + width * 10)  # forward + two backward products
     rows = []
@@ -95,7 +67,7 @@ def compare(rounds: int, steps: int, width: int, depth: int, batch: int) -> list
                 "ms_per_step": ms,
                 "ratio_to_float32": ms / base,
                 "gflops": flops / (ms * 1e-3) / 1e9,
-                "formulation": variants[name][3],
+                "formulation": built[name][1],
             }
         )
     return rows

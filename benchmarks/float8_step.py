@@ -20,29 +20,13 @@ from __future__ import annotations
 import argparse
 import re
 import statistics
-import time
 from typing import Any
 
 import jax
-import numpy as np
+
+from benchmarks._mlp_steps import mlp_train_step, step_times
 
 POLICIES = ("mixed_bfloat16", "float8_from_mixed_bfloat16", "float8_current_from_mixed_bfloat16")
-
-
-def _variant(policy: str, width: int, batch: int) -> tuple[Any, Any, Any]:
-    import layers
-    from layers import losses, optimizers, training
-
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(batch, width)).astype(np.float32)
-    y = rng.integers(0, 10, size=(batch,)).astype(np.int32)
-    dense = [layers.Dense(width, activation="relu", name=f"dense_{i}") for i in range(2)]
-    model = layers.Sequential([*dense, layers.Dense(10, name="head")], dtype=policy)
-    model(x[:1])
-    step = training.make_train_step(
-        model, losses.SparseCategoricalCrossentropy(from_logits=True), optimizers.Adam(1e-3)
-    )
-    return step, step.init_state(), (x, y)
 
 
 _ASSIGNMENT = re.compile(r"^\s*(%[\w#.]+)\s*=\s*(.*)$")
@@ -88,24 +72,8 @@ def fp8_gemm_pattern(hlo: str) -> dict[str, int]:
 
 def compare(rounds: int, steps: int, width: int, batch: int) -> list[dict[str, Any]]:
     """Interleaved rounds over the policies; returns one row per policy."""
-    variants = {policy: _variant(policy, width, batch) for policy in POLICIES}
-    states = {}
-    for policy, (step, state, batch_data) in variants.items():
-        state, _ = step.jitted(state, batch_data)  # compile outside the timing
-        jax.block_until_ready(state)
-        states[policy] = state
-    times: dict[str, list[float]] = {policy: [] for policy in POLICIES}
-    for round_index in range(rounds):
-        order = POLICIES[round_index % len(POLICIES) :] + POLICIES[: round_index % len(POLICIES)]
-        for policy in order:
-            step, _, batch_data = variants[policy]
-            state = states[policy]
-            start = time.perf_counter()
-            for _ in range(steps):
-                state, _ = step.jitted(state, batch_data)
-            jax.block_until_ready(state)
-            times[policy].append((time.perf_counter() - start) / steps * 1e3)
-            states[policy] = state
+    variants = {policy: mlp_train_step(policy, width, 2, batch) for policy in POLICIES}
+    times = step_times(variants, rounds, steps)
     base = statistics.median(times[POLICIES[0]])
     rows = []
     for policy, (step, _, batch_data) in variants.items():
