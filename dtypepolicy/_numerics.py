@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import jax
@@ -52,38 +51,6 @@ def _formulation(algorithm: str | DotFormulation | None, operand_dtype: Any) -> 
     return None if name is None else dot_formulation(name)
 
 
-@functools.lru_cache(maxsize=64)
-def _dense_product(formulation: DotFormulation) -> Any:
-    """`x @ kernel` over the last axis of `x`, both directions in one formulation (a custom_vjp).
-
-    JAX's own transpose of the forward would take the float32 cotangent and the 16-bit operand
-    to a mixed-dtype product with another kernel; here the input and kernel gradients are the
-    formulation's products too, on canonical `(rows, k) @ (k, cols)` layouts where it can.
-    """
-    precision, accumulation = formulation.precision, formulation.accumulation
-
-    def dot(a: jax.Array, b: jax.Array, contract: tuple[tuple[int, ...], tuple[int, ...]]) -> jax.Array:
-        return jax.lax.dot_general(a, b, (contract, ((), ())), precision=precision, preferred_element_type=accumulation)
-
-    @jax.custom_vjp
-    def product(x: jax.Array, kernel: jax.Array) -> jax.Array:
-        return formulation.finish(dot(formulation.prepare(x), formulation.prepare(kernel), ((x.ndim - 1,), (0,))))
-
-    def forward(x: jax.Array, kernel: jax.Array) -> tuple[jax.Array, tuple]:
-        return product(x, kernel), (x, kernel)
-
-    def backward(residuals: tuple, cotangent: jax.Array) -> tuple[jax.Array, jax.Array]:
-        x, kernel = residuals
-        g = formulation.prepare(cotangent)
-        x_grad = dot(g, formulation.prepare(kernel), ((g.ndim - 1,), (1,)))  # g @ kernel.T
-        rows = formulation.prepare(x).reshape(-1, x.shape[-1])
-        kernel_grad = dot(rows, g.reshape(-1, g.shape[-1]), ((0,), (0,)))  # x.T @ g
-        return x_grad.astype(x.dtype), kernel_grad.astype(kernel.dtype)
-
-    product.defvjp(forward, backward)
-    return product
-
-
 def dense_matmul(x: Any, kernel: Any, bias: Any = None, dtype: Any = None, algorithm: Any = None) -> jax.Array:
     """`x @ kernel + bias` over the last axis of `x`, accumulated wide and rounded once.
 
@@ -109,7 +76,7 @@ def dense_matmul(x: Any, kernel: Any, bias: Any = None, dtype: Any = None, algor
         dimensions = (((x.ndim - 1,), (0,)), ((), ()))
         result = jax.lax.dot_general(x, kernel, dimensions, preferred_element_type=accumulation_dtype(x.dtype))
     else:
-        result = _dense_product(formulation)(x, kernel)
+        result = product("...i,io->...o", x, kernel, formulation)  # gradients in the same formulation
     return _finish(result, bias, out_dtype)
 
 
