@@ -68,16 +68,7 @@ def dense_matmul(x: Any, kernel: Any, bias: Any = None, dtype: Any = None, algor
       >>> dense_matmul(x, jnp.ones((3, 4), jnp.bfloat16), jnp.ones(4)).dtype
       dtype(bfloat16)
     """
-    x, kernel = jnp.asarray(x), jnp.asarray(kernel)
-    out_dtype = standardize_dtype(dtype or x.dtype)
-    kernel = kernel.astype(x.dtype)
-    formulation = _formulation(algorithm, x.dtype)
-    if formulation is None:  # integer operands
-        dimensions = (((x.ndim - 1,), (0,)), ((), ()))
-        result = jax.lax.dot_general(x, kernel, dimensions, preferred_element_type=accumulation_dtype(x.dtype))
-    else:
-        result = product("...i,io->...o", x, kernel, formulation)  # gradients in the same formulation
-    return _finish(result, bias, out_dtype)
+    return einsum("...i,io->...o", x, kernel, bias, dtype, algorithm)
 
 
 def product_accumulated(equation: str, x: Any, y: Any, algorithm: Any = None) -> jax.Array:

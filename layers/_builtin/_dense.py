@@ -37,8 +37,9 @@ from layers._builtin._training_flag import check_training
 __all__ = ["Dense"]
 
 
-@functools.partial(jax.jit, static_argnames=("activation", "dtypes", "algorithm"))
-def _dense_forward(
+@functools.partial(jax.jit, static_argnames=("equation", "activation", "dtypes", "algorithm"))
+def projection_forward(
+    equation: str,
     x: jax.Array,
     kernel: jax.Array,
     bias: jax.Array | None,
@@ -46,11 +47,17 @@ def _dense_forward(
     dtypes: tuple[str, str, str | None],
     algorithm: DotFormulation | None = None,
 ) -> jax.Array:
-    # One compiled dispatch per eager call, the casts included (SPEC §8 eager overhead); inside
-    # a caller's jit it is inlined.
+    """`activation(einsum(equation, x, kernel) + bias)` with the casts, for Dense and EinsumDense.
+
+    One compiled dispatch per eager call, the casts included (SPEC §8 eager overhead); inside a
+    caller's jit it is inlined.
+    """
     x, kernel, bias = cast_operands(x, kernel, bias, dtypes)
-    outputs = _numerics.dense_matmul(x, kernel, bias, algorithm=algorithm)
+    outputs = _numerics.einsum(equation, x, kernel, bias, algorithm=algorithm)
     return outputs if activation is None else activation(outputs)
+
+
+_dense_forward = functools.partial(projection_forward, DENSE.equation)
 
 
 def cast_operands(

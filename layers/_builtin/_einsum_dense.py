@@ -16,13 +16,12 @@ from typing import Any
 import jax
 import numpy as np
 
-from dtypepolicy import _numerics
 from dtypepolicy.quantization import Contraction
 from layers import activations
 from layers._base._input_spec import InputSpec
 from layers._base._layer import Layer
 from layers._builtin._arguments import set_weight_arguments, weight_arguments_config
-from layers._builtin._dense import cast_operands, project, restore_input_autocast
+from layers._builtin._dense import project, projection_forward, restore_input_autocast
 
 __all__ = ["EinsumDense"]
 
@@ -49,20 +48,10 @@ class _Equation:
         return self.outputs if self.ellipsis == "left" else self.outputs[1:]
 
 
-@functools.partial(jax.jit, static_argnames=("equation", "activation", "dtypes", "algorithm"))
-def _einsum_forward(
-    equation: str,
-    x: jax.Array,
-    kernel: jax.Array,
-    bias: jax.Array | None,
-    activation: Any,
-    dtypes: tuple[str, str, str | None],
-    algorithm: str | None = None,
-) -> jax.Array:
-    # One compiled dispatch per eager call, the casts included; inlined inside a caller's jit.
-    x, kernel, bias = cast_operands(x, kernel, bias, dtypes)
-    outputs = _numerics.einsum(equation, x, kernel, bias, algorithm=algorithm)
-    return outputs if activation is None else activation(outputs)
+@functools.lru_cache(maxsize=256)
+def _forward_for(equation: str) -> Any:
+    """The jitted projection for one equation (one partial per equation, not one per call)."""
+    return functools.partial(projection_forward, equation)
 
 
 def _split_operand(operand: str, what: str, equation: str) -> tuple[str, str | None]:
@@ -325,7 +314,7 @@ class EinsumDense(Layer):
 
         `training` matters to float8 layers only: their scales advance in training steps.
         """
-        return project(self, inputs, functools.partial(_einsum_forward, self.equation), training)
+        return project(self, inputs, _forward_for(self.equation), training)
 
     def _contraction(self) -> Contraction:
         return Contraction(self.equation)
