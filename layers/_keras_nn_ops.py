@@ -398,7 +398,8 @@ def dot_product_attention(
     lets query `t` attend keys `s <= t`. `scale` defaults to `1 / sqrt(H)`. Logits accumulate
     in float32, the softmax runs in float32 with a dtype-safe fill for masked logits, and a row
     with every key masked gets zero output (Keras averages the values there). The result has
-    the inputs' dtype. `flash_attention=True` and `attn_logits_soft_cap` are not available.
+    the inputs' dtype. Both products take the default algorithm of that dtype (float32 inputs: full
+    float32, never TF32). `flash_attention=True` and `attn_logits_soft_cap` are not available.
 
     Example:
       >>> from layers import ops
@@ -457,9 +458,9 @@ def dot_product_attention(
     if scale is None:
         scale = 1.0 / float(np.sqrt(depth))
     scale = _real(scale, "dot_product_attention", "scale")
-    logits = jnp.einsum(
-        "btkgh,bskh->bkgts", q.reshape(batch, t_len, kv_heads, groups, depth), k, preferred_element_type=accumulate
-    )
+    # Both products run in the default algorithm of the inputs' dtype, as a policy of that dtype
+    # would: float32 inputs get full float32 products (never TF32), 16-bit ones accumulate in float32.
+    logits = _numerics.product_accumulated("btkgh,bskh->bkgts", q.reshape(batch, t_len, kv_heads, groups, depth), k)
     logits = logits * jnp.asarray(scale, accumulate)
     bias_grouped = grouped(bias, "bias", as_bool=False)
     if bias_grouped is not None:
@@ -469,5 +470,5 @@ def dot_product_attention(
         causal = jnp.tril(jnp.ones((t_len, s_len), jnp.bool_))
         attend = causal if attend is None else attend & causal
     probabilities = _numerics.softmax(logits, axis=-1, mask=attend).astype(dtype)
-    out = jnp.einsum("bkgts,bskh->btkgh", probabilities, v, preferred_element_type=accumulate)
+    out = _numerics.product_accumulated("bkgts,bskh->btkgh", probabilities, v)
     return out.reshape(batch, t_len, heads, v.shape[-1]).astype(dtype)

@@ -1,6 +1,7 @@
 """layers.ops: the keras.ops names, against float64 NumPy formulas, with Variables read through autocast."""
 
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -293,6 +294,40 @@ def test_dot_product_attention_matches_numpy_eagerly_and_under_jit():
     assert mixed.dtype == jnp.float32
     seen = np.asarray(jnp.asarray(Q, jnp.bfloat16), np.float64)
     assert_close(mixed, _attention_reference(seen, K, V), "float32")
+
+
+def _attention_dots(dtype, gradient=False):
+    """(operand, operand, result, precision) of each dot_general in the lowered attention (or its gradient)."""
+    q, k, v = (jnp.asarray(a, dtype) for a in (Q, K, V))
+
+    def attend(q, k, v):
+        return ops.dot_product_attention(q, k, v)
+
+    if gradient:
+        attend = jax.grad(lambda q, k, v: jnp.sum(ops.dot_product_attention(q, k, v).astype(jnp.float32)), (0, 1, 2))
+    found = []
+    for line in jax.jit(attend).lower(q, k, v).as_text().splitlines():
+        if "dot_general" in line:
+            precision = re.search(r"precision = \[(\w+), (\w+)\]", line)
+            types = re.search(r":\s*\(tensor<([^>]*)>, tensor<([^>]*)>\)\s*->\s*tensor<([^>]*)>", line)
+            found.append(
+                (*(t.rsplit("x", 1)[-1] for t in types.groups()), precision.group(1) if precision else "DEFAULT")
+            )
+    return found
+
+
+@pytest.mark.parametrize("gradient", [False, True])
+def test_float32_dot_product_attention_pins_full_float32_products(gradient):
+    # Without a policy the op takes its inputs' default algorithm: JAX's default precision would let
+    # a GPU run these float32 products as TF32.
+    dots = _attention_dots(jnp.float32, gradient)
+    assert len(dots) >= (4 if gradient else 2)
+    assert all(dot == ("f32", "f32", "f32", "HIGHEST") for dot in dots), dots
+
+
+def test_bfloat16_dot_product_attention_products_accumulate_in_float32():
+    dots = _attention_dots(jnp.bfloat16)
+    assert len(dots) == 2 and all(dot[2] == "f32" for dot in dots), dots
 
 
 def test_dot_product_attention_reads_variables_as_bfloat16_and_accumulates_in_float32():
