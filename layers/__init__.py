@@ -54,7 +54,7 @@ __all__ = [
 
 # The training half needs the `train` extra (optax): imported on first use, so that
 # `import layers` works without it.
-_TRAINING_FAMILIES = ("losses", "optimizers", "training")
+_TRAINING_FAMILIES = ("distribution", "losses", "optimizers", "training")
 
 
 def __getattr__(name: str):

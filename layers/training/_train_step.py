@@ -19,6 +19,8 @@ import jax.numpy as jnp
 
 from layers import losses as _losses
 from layers._base._layer import Layer
+from layers.distribution._state import check_distribution, shard_train_state
+from layers.distribution._step import ShardedStep
 from layers.losses._base import reduce_weighted
 from layers.optimizers import LossScaleOptimizer, Optimizer
 from layers.optimizers._loss_scale import gradients_finite
@@ -75,9 +77,12 @@ class TrainStep:
       optimizer: the optimizer the step applies; a `LossScaleOptimizer` around the one given
         when loss scaling was turned on.
       loss_scaling: whether gradients are loss-scaled.
+      distribution: the `layers.distribution.Distribution` the state and batches are sharded by, or None.
     """
 
-    def __init__(self, model: Layer, loss: Callable[..., Any], optimizer: Optimizer, loss_scaling: bool) -> None:
+    def __init__(
+        self, model: Layer, loss: Callable[..., Any], optimizer: Optimizer, loss_scaling: bool, distribution: Any = None
+    ) -> None:
         self.model = model
         self.loss = loss
         # An optimizer that unscales gradients needs a scaled loss: scaling is on with one.
@@ -85,7 +90,11 @@ class TrainStep:
         if self.loss_scaling and not isinstance(optimizer, LossScaleOptimizer):
             optimizer = LossScaleOptimizer(optimizer)
         self.optimizer = optimizer
-        self.jitted = jax.jit(self.__call__, donate_argnums=0)
+        self.distribution = distribution
+        # Under a distribution: jax.jit with the state's and the batch's shardings.
+        self.jitted = (
+            jax.jit(self.__call__, donate_argnums=0) if distribution is None else ShardedStep(self, distribution)
+        )
 
     def _check_built(self) -> None:
         if not self.model.built:
@@ -101,7 +110,11 @@ class TrainStep:
         trainable = [jnp.array(v._read_storage(), copy=True) for v in self.model.trainable_variables]
         non_trainable = [jnp.array(v._read_storage(), copy=True) for v in self.model.non_trainable_variables]
         self.optimizer.build(self.model.trainable_variables)
-        return TrainState(trainable, non_trainable, self.optimizer.init(trainable), jnp.zeros((), jnp.int32))
+        state = TrainState(trainable, non_trainable, self.optimizer.init(trainable), jnp.zeros((), jnp.int32))
+        return self._placed(state)
+
+    def _placed(self, state: TrainState) -> TrainState:
+        return state if self.distribution is None else shard_train_state(self, state, self.distribution)
 
     def write_back(self, state: TrainState) -> None:
         """Assigns the state's trainable and non-trainable values to the model's variables."""
@@ -132,7 +145,8 @@ class TrainStep:
         trainable = [jnp.asarray(keyed["trainable"][v.path]) for v in self.model.trainable_variables]
         non_trainable = [jnp.asarray(keyed["non_trainable"][v.path]) for v in self.model.non_trainable_variables]
         optimizer = jax.tree.map(jnp.asarray, keyed["optimizer"])
-        return TrainState(trainable, non_trainable, optimizer, jnp.asarray(keyed["step"]))
+        # Under a distribution the values go onto this step's mesh, whatever mesh saved them.
+        return self._placed(TrainState(trainable, non_trainable, optimizer, jnp.asarray(keyed["step"])))
 
     def _by_path(self, state: TrainState) -> dict[str, Any]:
         trainable, non_trainable = self.model.trainable_variables, self.model.non_trainable_variables
@@ -192,7 +206,9 @@ def _evaluate(model: Layer, loss: Callable, state: TrainState, batch: Any) -> di
     return {"loss": total, "data_loss": value}
 
 
-def make_train_step(model: Layer, loss: Any, optimizer: Optimizer, *, loss_scaling: bool | str = "auto") -> TrainStep:
+def make_train_step(
+    model: Layer, loss: Any, optimizer: Optimizer, *, loss_scaling: bool | str = "auto", distribution: Any = None
+) -> TrainStep:
     """Builds the pure train step of `model` with `loss` and `optimizer`.
 
     Args:
@@ -203,6 +219,9 @@ def make_train_step(model: Layer, loss: Any, optimizer: Optimizer, *, loss_scali
       loss_scaling: `"auto"` (on when any layer of the model computes in float16, whatever the
         model's own policy), True or False. A `LossScaleOptimizer` always scales; False with one
         is a ValueError.
+      distribution: a `layers.distribution` `DataParallel`, `FSDP` or `ModelParallel`: `init_state`
+        and `restore` place the state on its mesh (slots sharded like their variables) and
+        `step.jitted` runs with its in/out shardings, batches split over its batch axis.
 
     Returns:
       A `TrainStep`: `state, metrics = step(state, batch)`, pure and jit-able.
@@ -236,7 +255,9 @@ def make_train_step(model: Layer, loss: Any, optimizer: Optimizer, *, loss_scali
             )
     else:
         raise ValueError(f"loss_scaling must be 'auto', True or False, received {loss_scaling!r}.")
-    return TrainStep(model, scalar_loss(loss), optimizer, scaling)
+    if distribution is not None:
+        check_distribution(distribution)
+    return TrainStep(model, scalar_loss(loss), optimizer, scaling, distribution)
 
 
 def make_eval_step(model: Layer, loss: Any) -> Callable[[TrainState, Any], dict[str, jax.Array]]:

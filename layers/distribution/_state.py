@@ -1,0 +1,132 @@
+"""Shardings of a whole `TrainState` (values, optimizer slots, loss scale, step) and of a batch.
+
+Optimizer slots take the sharding of the variable they mirror: optax's `tree_map_params` finds
+the parameter-shaped subtrees of the transform's state (Adam's moments, momentum traces), and
+gradient-accumulation buffers mirror their entries by construction. Everything else in the
+state (counters, the loss scale) is replicated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding
+
+import dtypepolicy as dp
+from layers.distribution._distributions import Distribution
+from layers.distribution._mesh import replicated
+from layers.optimizers._base import AccumulationState, Optimizer, OptimizerState
+from layers.optimizers._loss_scale import LossScaleOptimizer, LossScaleState
+
+__all__ = ["check_distribution", "shard_batch", "shard_train_state", "train_state_shardings"]
+
+
+def check_distribution(distribution: Any) -> Distribution:
+    """`distribution` if it is a `Distribution`, else a TypeError naming it."""
+    if not isinstance(distribution, Distribution):
+        raise TypeError(
+            f"distribution must be a layers.distribution.Distribution (DataParallel, FSDP, ModelParallel), received "
+            f"{distribution!r} of type {type(distribution).__name__}."
+        )
+    return distribution
+
+
+@dataclasses.dataclass(frozen=True)
+class _Slot:
+    """A parameter's sharding and shape, one opaque leaf for `tree_map_params`."""
+
+    sharding: NamedSharding
+    shape: tuple[int, ...]
+
+
+def _slot_shardings(transform: Any, inner: Any, slots: list[_Slot], rep: NamedSharding) -> Any:
+    """The shardings of an optax state: parameter-shaped subtrees like their parameters, the rest replicated."""
+    import optax  # the train extra; layers.distribution is imported with the training half
+
+    def mirror(leaf: Any, slot: _Slot) -> NamedSharding:
+        # A factored or reduced slot (Adafactor) has another shape: it cannot take the parameter's layout.
+        return slot.sharding if tuple(np.shape(leaf)) == slot.shape else rep
+
+    try:
+        return optax.tree_map_params(transform, mirror, inner, slots, transform_non_params=lambda _: rep)
+    except Exception:  # a transform whose init cannot take optax's placeholder: slots replicated (correct, bigger)
+        return jax.tree.map(lambda _: rep, inner)
+
+
+def _optimizer_shardings(
+    optimizer: Optimizer, state: Any, variables: Sequence[dp.Variable], layouts: list, rep: NamedSharding
+) -> Any:
+    if isinstance(optimizer, LossScaleOptimizer) and isinstance(state, LossScaleState):
+        inner = _optimizer_shardings(optimizer.inner_optimizer, state.inner, variables, layouts, rep)
+        return LossScaleState(inner, jax.tree.map(lambda _: rep, state.loss_scale))
+    if not isinstance(state, OptimizerState):
+        return jax.tree.map(lambda _: rep, state)
+    ordinary = [i for i, v in enumerate(variables) if not v.overwrite_with_gradient]
+    overwritten = [i for i, v in enumerate(variables) if v.overwrite_with_gradient]
+    slots = [_Slot(layouts[i], tuple(variables[i].shape)) for i in ordinary]
+    inner = _slot_shardings(optimizer.transform, state.inner, slots, rep)
+    accumulation = None
+    if state.accumulation is not None:
+        accumulation = AccumulationState(rep, [layouts[i] for i in ordinary], [layouts[i] for i in overwritten])
+    return OptimizerState(rep, inner, accumulation)
+
+
+def train_state_shardings(step: Any, state: Any, distribution: Distribution) -> Any:
+    """A `TrainState` of `NamedSharding`s for `state` of `step` (a `make_train_step` result) under `distribution`.
+
+    Trainable and non-trainable values take their variables' layouts, optimizer slots their
+    variable's, everything else (iterations, the loss scale, the step counter) is replicated.
+    """
+    check_distribution(distribution)
+    model = step.model
+    trainable, non_trainable = list(model.trainable_variables), list(model.non_trainable_variables)
+    if len(state.trainable) != len(trainable) or len(state.non_trainable) != len(non_trainable):
+        raise ValueError(f"This state does not belong to model {model.name!r}: its value counts differ.")
+    layouts = distribution.variable_layouts(trainable + non_trainable)
+    rep = replicated(distribution.device_mesh)
+    optimizer = _optimizer_shardings(step.optimizer, state.optimizer, trainable, layouts[: len(trainable)], rep)
+    return dataclasses.replace(
+        state,
+        trainable=layouts[: len(trainable)],
+        non_trainable=layouts[len(trainable) :],
+        optimizer=optimizer,
+        step=rep,
+    )
+
+
+def shard_train_state(step: Any, state: Any, distribution: Distribution) -> Any:
+    """`state` placed on `distribution`'s mesh with `train_state_shardings` (from any placement or host arrays)."""
+    return jax.device_put(state, train_state_shardings(step, state, distribution))
+
+
+def shard_batch(batch: Any, distribution: Distribution) -> Any:
+    """Every array of `batch` with its first dimension split over the batch axes.
+
+    With several processes (`jax.distributed.initialize`), each process passes its own slice of
+    the global batch (host arrays) and the result is one global array per leaf.
+
+    Example:
+      >>> from layers.distribution import DataParallel, shard_batch
+      >>> n = len(jax.devices())
+      >>> x, y = shard_batch((np.ones((4 * n, 3)), np.zeros(4 * n)), DataParallel())
+      >>> x.sharding.spec, x.shape == (4 * n, 3)
+      (PartitionSpec('batch',), True)
+    """
+    check_distribution(distribution)
+    processes = jax.process_count()
+
+    def place(leaf: Any) -> Any:
+        if isinstance(leaf, jax.Array):
+            return jax.device_put(leaf, distribution.get_data_layout(leaf.shape))
+        array = np.asarray(leaf)
+        if processes == 1:
+            return jax.device_put(array, distribution.get_data_layout(array.shape))
+        # Each process holds its slice: the global batch is `processes` times larger.
+        sharding = distribution.get_data_layout((array.shape[0] * processes, *array.shape[1:]) if array.ndim else ())
+        return jax.make_array_from_process_local_data(sharding, array)
+
+    return jax.tree.map(place, batch)

@@ -1,0 +1,74 @@
+"""The jitted train step under a distribution: `jax.jit` with the state's and the batch's shardings.
+
+XLA's SPMD partitioner turns the one-device program into the sharded one: it gathers a sharded
+weight where a product needs it (after the cast to the compute dtype, which runs on each shard),
+reduces data-parallel gradients, reduce-scatters FSDP ones, and reduces every global quantity the
+step computes (the loss, float8 amaxes, the loss scale's finite check) over the whole mesh, so
+every device takes the same decision.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+from jax.sharding import NamedSharding, PartitionSpec
+
+from layers.distribution._distributions import Distribution
+from layers.distribution._mesh import replicated
+from layers.distribution._state import check_distribution, shard_batch, train_state_shardings
+
+__all__ = ["ShardedStep"]
+
+
+class ShardedStep:
+    """`step.jitted` of a train step made with a distribution: `state, metrics = jitted(state, batch)`.
+
+    The state is donated, as without a distribution. Batches may be host arrays or jax arrays
+    placed anywhere: they are split over the batch axes first (`shard_batch`). A state placed
+    elsewhere (restored on one device, made for another mesh) is moved onto this one.
+
+    Attributes:
+      distribution: the `Distribution`.
+    """
+
+    def __init__(self, step: Any, distribution: Distribution) -> None:
+        self._step = step
+        self.distribution = check_distribution(distribution)
+        self._compiled: dict[Any, tuple[Any, Any]] = {}
+
+    def state_shardings(self, state: Any) -> Any:
+        """The `TrainState` of `NamedSharding`s this step takes and returns for `state`."""
+        return self._jitted(state)[1]
+
+    def _jitted(self, state: Any) -> tuple[Any, Any]:
+        treedef = jax.tree.structure(state)
+        if treedef not in self._compiled:
+            shardings = train_state_shardings(self._step, state, self.distribution)
+            mesh = self.distribution.device_mesh
+            step = self._step
+
+            def distributed_train_step(state: Any, batch: Any) -> Any:  # the name shows in HLO dumps
+                return step(state, batch)
+
+            jitted = jax.jit(
+                distributed_train_step,
+                in_shardings=(shardings, NamedSharding(mesh, PartitionSpec(self.distribution.batch_dim_name))),
+                out_shardings=(shardings, replicated(mesh)),
+                donate_argnums=0,
+            )
+            self._compiled[treedef] = (jitted, shardings)
+        return self._compiled[treedef]
+
+    def _arguments(self, state: Any, batch: Any) -> tuple[Any, Any, Any]:
+        jitted, shardings = self._jitted(state)
+        return jitted, jax.device_put(state, shardings), shard_batch(batch, self.distribution)
+
+    def __call__(self, state: Any, batch: Any) -> tuple[Any, dict[str, jax.Array]]:
+        jitted, state, batch = self._arguments(state, batch)
+        return jitted(state, batch)
+
+    def lower(self, state: Any, batch: Any) -> Any:
+        """`jax.jit(...).lower` of the sharded step (for `.compile().as_text()` and HLO checks)."""
+        jitted, state, batch = self._arguments(state, batch)
+        return jitted.lower(state, batch)

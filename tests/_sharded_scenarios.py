@@ -1,0 +1,311 @@
+"""Sharded training scenarios on 8 host devices, run in a subprocess by tests/test_distribution_step.py.
+
+`python -m tests._sharded_scenarios` with `XLA_FLAGS=--xla_force_host_platform_device_count=8`
+prints one JSON object: the measurements each test asserts on. The rest of the suite keeps one
+device, because the device count is fixed when JAX starts.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import sys
+import tempfile
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import dtypepolicy as dp
+import layers
+from layers import distribution, initializers, optimizers, training
+
+STEPS = 3
+RNG = np.random.default_rng(0)
+X = RNG.normal(size=(16, 8, 16)).astype(np.float32)
+Y = RNG.normal(size=(16, 8, 16)).astype(np.float32)
+
+MODEL_PARALLEL_LAYOUT = {
+    ".*attention/(query|key|value)/kernel": (None, "model", None),
+    ".*attention/(query|key|value)/bias": ("model", None),
+    ".*attention_output/kernel": ("model", None, None),
+    ".*mlp_in/kernel": (None, "model"),
+    ".*mlp_in/bias": ("model",),
+    ".*mlp_out/kernel": ("model", None),
+}
+
+
+def _transformer() -> layers.Layer:
+    initializers.set_random_seed(1234)  # every run starts from the same weights
+    model = layers.Sequential(
+        [layers.TransformerBlock(num_heads=4, key_dim=4, mlp_dim=32, name="block")], dtype="mixed_bfloat16", name="m"
+    )
+    model(X[:1])
+    return model
+
+
+def _spec(array: jax.Array) -> list:
+    """A sharding's spec as JSON (entries: None, an axis name or a list of names), trailing Nones dropped."""
+    sharding = array.sharding
+    if not hasattr(sharding, "spec"):
+        return ["<single device>"]
+    entries = [list(e) if isinstance(e, tuple) else e for e in sharding.spec]
+    while entries and entries[-1] is None:
+        entries.pop()
+    return entries
+
+
+def _run(model: layers.Layer, dist: distribution.Distribution | None) -> tuple[list, list, object]:
+    step = training.make_train_step(model, "mse", optimizers.Adam(1e-2), distribution=dist)
+    state = step.init_state()
+    losses = []
+    for _ in range(STEPS):
+        state, metrics = step.jitted(state, (X, Y))
+        losses.append(float(metrics["loss"]))
+    return losses, state, step
+
+
+def _slot_specs(state: training.TrainState) -> dict:
+    [adam] = [
+        node
+        for node in jax.tree.leaves(state.optimizer.inner, is_leaf=lambda n: hasattr(n, "momentums"))
+        if hasattr(node, "momentums")
+    ]
+    return {"momentums": [_spec(a) for a in adam.momentums], "velocities": [_spec(a) for a in adam.velocities]}
+
+
+def _collectives(directory: str) -> dict:
+    """The all-gathers of the SPMD-partitioned train step, as (dtype, shape) strings."""
+    [path] = glob.glob(os.path.join(directory, "*distributed_train_step*after_spmd-partitioning*"))
+    with open(path) as file:
+        text = file.read()
+    gathers = re.findall(r"= (\w+)\[([\d,]*)\]\{[^}]*\} all-gather\(", text)
+    return {"all_gathers": [f"{dtype}[{shape}]" for dtype, shape in gathers]}
+
+
+def transformer_scenarios() -> dict:
+    model = _transformer()
+    paths = [v.path for v in model.trainable_variables]
+    reference_losses, reference, _ = _run(model, None)
+    expected = [np.asarray(v, np.float64) for v in reference.trainable]
+    results = {"paths": paths, "reference_losses": reference_losses}
+
+    dp_mesh = distribution.DeviceMesh((8,), ("batch",))
+    mp_map = distribution.LayoutMap(distribution.DeviceMesh((2, 4), ("batch", "model")))
+    for key, layout in MODEL_PARALLEL_LAYOUT.items():
+        mp_map[key] = layout
+    runs = {
+        "data_parallel": distribution.DataParallel(dp_mesh),
+        "fsdp": distribution.FSDP(dp_mesh, min_weight_size=64),
+        "data_model_parallel": distribution.ModelParallel(mp_map, batch_dim_name="batch"),
+    }
+    for name, dist in runs.items():
+        losses, state, step = _run(model, dist)
+        diffs = [
+            float(np.max(np.abs(np.asarray(v, np.float64) - e)) / (np.max(np.abs(e)) + 1e-12))
+            for v, e in zip(state.trainable, expected, strict=True)
+        ]
+        results[name] = {
+            "losses": losses,
+            "max_relative_weight_difference": max(diffs),
+            "variable_specs": [_spec(v) for v in state.trainable],
+            "slot_specs": _slot_specs(state),
+            "shard_shapes": [list(v.addressable_shards[0].data.shape) for v in state.trainable],
+            "device_count": len(state.trainable[0].sharding.device_set),
+            "iterations_spec": _spec(state.optimizer.iterations),
+        }
+        if name == "fsdp":
+            directory = tempfile.mkdtemp()
+            lowered = step.jitted.lower(state, (X, Y))
+            compiled = lowered.compile(
+                compiler_options={"xla_dump_to": directory, "xla_dump_hlo_pass_re": "spmd-partitioning"}
+            )
+            results[name]["partitioned"] = _collectives(directory)
+            final = re.findall(r"= (\w+)\[([\d,]*)\]\{[^}]*\} all-gather\(", compiled.as_text())
+            results[name]["compiled_all_gathers"] = [f"{d}[{s}]" for d, s in final]
+        if name == "data_model_parallel":
+            results["checkpoint"] = _checkpoint_scenario(model, step, state)
+    return results
+
+
+def _checkpoint_scenario(model: layers.Layer, step: training.TrainStep, state: training.TrainState) -> dict:
+    """Saves the 2x4 state, restores it on a 4x2 mesh."""
+    path = os.path.join(tempfile.mkdtemp(), "sharded.ckpt")
+    step.save(path, state)
+    other = distribution.LayoutMap(distribution.DeviceMesh((4, 2), ("batch", "model")))
+    for key, layout in MODEL_PARALLEL_LAYOUT.items():
+        other[key] = layout
+    restored_step = training.make_train_step(
+        model, "mse", optimizers.Adam(1e-2), distribution=distribution.ModelParallel(other)
+    )
+    restored = restored_step.restore(path)
+    saved_leaves, restored_leaves = jax.tree.leaves(state), jax.tree.leaves(restored)
+    return {
+        "leaves": len(saved_leaves),
+        "bit_equal": all(
+            np.array_equal(np.asarray(a), np.asarray(b)) and np.asarray(a).dtype == np.asarray(b).dtype
+            for a, b in zip(saved_leaves, restored_leaves, strict=True)
+        ),
+        "saved_mesh": dict(state.trainable[0].sharding.mesh.shape),
+        "restored_mesh": dict(restored.trainable[0].sharding.mesh.shape),
+        "restored_specs": [_spec(v) for v in restored.trainable],
+        "restored_shard_shapes": [list(v.addressable_shards[0].data.shape) for v in restored.trainable],
+        "restored_slot_specs": _slot_specs(restored),
+    }
+
+
+def float8_scenario() -> dict:
+    """A float8 MLP trained data-parallel; one shard's rows hold the largest inputs."""
+    x = np.random.default_rng(1).normal(size=(16, 16)).astype(np.float32)
+    x[13, 5] = 40.0  # row 13 lives on device 6 (2 rows per device): only its shard sees this amax
+    y = np.random.default_rng(2).normal(size=(16, 8)).astype(np.float32)
+    policy = dp.QuantizedFloat8DTypePolicy("float8", "mixed_bfloat16", amax_history_length=4)
+
+    def run(dist: distribution.Distribution | None) -> tuple[list, dict]:
+        initializers.set_random_seed(99)
+        model = layers.Sequential(
+            [layers.Dense(32, activation="relu", name="up"), layers.Dense(8, name="down")], dtype=policy, name="f8"
+        )
+        model(x[:1])
+        step = training.make_train_step(model, "mse", optimizers.SGD(0.1), distribution=dist)
+        state = step.init_state()
+        for _ in range(STEPS):
+            state, _ = step.jitted(state, (x, y))
+        names = [v.path for v in model.trainable_variables]
+        state_values = {
+            n: v
+            for n, v, var in zip(names, state.trainable, model.trainable_variables, strict=True)
+            if var.overwrite_with_gradient
+        }
+        return names, state_values
+
+    _, single = run(None)
+    _, sharded = run(distribution.DataParallel(distribution.DeviceMesh((8,), ("batch",))))
+    report = {}
+    for name, value in sharded.items():
+        shards = [np.asarray(s.data) for s in value.addressable_shards]
+        report[name] = {
+            "spec": _spec(value),
+            "shards": len(shards),
+            "shards_identical": all(np.array_equal(s, shards[0]) for s in shards),
+            "sharded": np.asarray(value).tolist(),
+            "single": np.asarray(single[name]).tolist(),
+        }
+    return {
+        "state": report,
+        "input_amax": float(np.abs(x).max()),
+        "shard_input_amaxes": [float(np.abs(x[2 * d : 2 * d + 2]).max()) for d in range(8)],
+    }
+
+
+def loss_scale_scenario() -> dict:
+    """A mixed_float16 step whose scaled gradient overflows in one column block of a model-parallel kernel."""
+    initializers.set_random_seed(5)
+    model = layers.Sequential([layers.Dense(16, name="head")], dtype="mixed_float16", name="fp16")
+    x = np.random.default_rng(3).normal(size=(16, 8)).astype(np.float32)
+    model(x[:1])
+    mesh = distribution.DeviceMesh((2, 4), ("batch", "model"))
+    layout_map = distribution.LayoutMap(mesh)
+    layout_map[".*head/kernel"] = (None, "model")
+    layout_map[".*head/bias"] = ("model",)
+    dist = distribution.ModelParallel(layout_map)
+    step = training.make_train_step(model, "mse", optimizers.SGD(0.1), distribution=dist)
+    assert step.loss_scaling
+    finite_y = np.zeros((16, 16), np.float32)
+    overflow_y = finite_y.copy()
+    overflow_y[:, 0] = 1e4  # column 0 of the kernel lives on the devices of model index 0
+
+    # Which devices' gradient shards overflow: the scaled loss's gradient, sharded like the kernel.
+    state = step.init_state()
+    shardings = step.jitted.state_shardings(state)
+
+    def scaled_loss(trainable: list) -> jax.Array:
+        out, _ = model.stateless_call(trainable, [], x)
+        loss = jnp.mean(jnp.square(out.astype(jnp.float32) - overflow_y))
+        return loss * state.optimizer.loss_scale.loss_scale
+
+    grads = jax.jit(jax.grad(scaled_loss), out_shardings=shardings.trainable)(state.trainable)
+    kernel_shards_finite = {
+        str(s.device.id): bool(np.isfinite(np.asarray(s.data)).all()) for s in grads[0].addressable_shards
+    }
+
+    before = [np.asarray(v) for v in state.trainable]
+    initial_scale = float(state.optimizer.loss_scale.loss_scale)
+    skipped, _ = step.jitted(state, (x, overflow_y))
+
+    def per_device(array: jax.Array) -> list:
+        return [np.asarray(s.data).tolist() for s in array.addressable_shards]
+
+    unchanged = {
+        str(s.device.id): bool(np.array_equal(np.asarray(s.data), before[0][s.index]))
+        for s in skipped.trainable[0].addressable_shards
+    }
+    bias_unchanged = bool(np.array_equal(np.asarray(skipped.trainable[1]), before[1]))
+    scale_after_overflow = per_device(skipped.optimizer.loss_scale.loss_scale)
+    iterations_after_overflow = per_device(skipped.optimizer.inner.iterations)
+    applied, _ = step.jitted(skipped, (x, finite_y))  # donates `skipped`
+    changed = {
+        str(s.device.id): bool(not np.array_equal(np.asarray(s.data), before[0][s.index]))
+        for s in applied.trainable[0].addressable_shards
+    }
+    return {
+        "kernel_gradient_shards_finite": kernel_shards_finite,
+        "kernel_shards_unchanged_after_overflow": unchanged,
+        "bias_unchanged_after_overflow": bias_unchanged,
+        "loss_scale_per_device_after_overflow": scale_after_overflow,
+        "iterations_per_device_after_overflow": iterations_after_overflow,
+        "kernel_shards_changed_after_finite_step": changed,
+        "iterations_after_finite_step": int(applied.optimizer.inner.iterations),
+        "initial_scale": initial_scale,
+    }
+
+
+def _error(function: object) -> str:
+    try:
+        function()
+    except (ValueError, TypeError) as error:
+        return f"{type(error).__name__}: {error}"
+    return "no error"
+
+
+def bad_input_scenario() -> dict:
+    mesh = distribution.DeviceMesh((2, 4), ("batch", "model"))
+    model = layers.Sequential([layers.Dense(6, name="odd")], name="bad")
+    model(np.ones((1, 3), np.float32))
+    layout_map = distribution.LayoutMap(mesh)
+    layout_map[".*odd/kernel"] = (None, "model")
+    step = training.make_train_step(
+        model, "mse", optimizers.SGD(0.1), distribution=distribution.ModelParallel(layout_map)
+    )
+    fine = training.make_train_step(
+        layers.Dense(8, name="fine"), "mse", optimizers.SGD(0.1), distribution=distribution.DataParallel(mesh)
+    )
+    fine.model(np.ones((1, 3), np.float32))
+    state = fine.init_state()
+    return {
+        "indivisible_variable": _error(step.init_state),
+        "indivisible_batch": _error(lambda: fine.jitted(state, (np.ones((5, 3)), np.ones((5, 8))))),
+        "wrong_device_count": _error(lambda: distribution.DeviceMesh((3, 2), ("batch", "model"))),
+    }
+
+
+def main() -> None:
+    warnings.simplefilter("error")
+    if len(jax.devices()) != 8:
+        sys.exit(f"expected 8 devices (XLA_FLAGS=--xla_force_host_platform_device_count=8), found {len(jax.devices())}")
+    with jax.numpy_dtype_promotion("strict"):
+        results = {
+            "devices": len(jax.devices()),
+            "transformer": transformer_scenarios(),
+            "float8": float8_scenario(),
+            "loss_scale": loss_scale_scenario(),
+            "bad_input": bad_input_scenario(),
+        }
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
