@@ -48,28 +48,47 @@ def _microseconds_per_call(function: Callable[[], Any], calls: int) -> float:
     return (time.perf_counter() - start) / calls * 1e6
 
 
-def _alternate(functions: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
-    """Median microseconds per call of each function, over `repeats` alternating blocks of 200 calls."""
+def _alternate(functions: dict[str, Callable[[], Any]], repeats: int, calls: int = 200) -> dict[str, float]:
+    """Median microseconds per call of each function, over `repeats` rounds of one block of `calls` each.
+
+    The order of the functions rotates from round to round, so a drift in load hits each alike.
+    """
     import jax
 
     for function in functions.values():
-        for _ in range(50):
+        for _ in range(min(50, calls)):
             jax.block_until_ready(function())
+    names = list(functions)
     samples: dict[str, list[float]] = {name: [] for name in functions}
-    for _ in range(repeats):
-        for name, function in functions.items():
-            samples[name].append(_microseconds_per_call(function, 200))
+    for round_index in range(repeats):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            samples[name].append(_microseconds_per_call(functions[name], calls))
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def dense_overhead(policy: str, rows: int = 8, features: int = 64, units: int = 64, repeats: int = 15) -> dict:
+def dense_overhead(
+    policy: str,
+    rows: int = 8,
+    features: int = 64,
+    units: int = 64,
+    repeats: int = 15,
+    *,
+    calls: int = 200,
+    extra: dict[str, Callable[..., Callable[[], Any]]] | None = None,
+) -> dict:
     """Eager `Dense.__call__` against the same jnp ops called eagerly, alternated in one process.
 
     `ops_us` is the layer's own formula written with jnp from the same float32 inputs and master
     kernel: under a 16-bit policy cast both to the compute dtype, dot with a float32 accumulator,
-    add the float32 bias and round once (float32: `x @ kernel + bias`). `math_us` (16-bit
-    policies) leaves the two casts out, as if the operands were already 16-bit: the cheapest eager
-    form by hand. Medians over `repeats` alternating blocks of 200 calls each.
+    add the float32 bias and round once (float32: `x @ kernel + bias` at `Precision.HIGHEST`, as
+    a float32 policy pins). `math_us` (16-bit policies) leaves the two casts out, as if the
+    operands were already 16-bit: the cheapest eager form by hand. Medians over `repeats` rotating
+    rounds of `calls` calls each.
+
+    `extra` maps a name to `factory(policy, x, kernel, bias) -> call`: another library's layer
+    holding the same kernel and bias (the `overhead` command's Keras and Flax), timed in the same
+    rounds as `<name>_us`, with `ratio_<name>` over `ops_us`.
     """
     import jax
     import jax.numpy as jnp
@@ -87,7 +106,7 @@ def dense_overhead(policy: str, rows: int = 8, features: int = 64, units: int = 
 
     def ops() -> Any:
         if compute == "float32":
-            return jnp.matmul(x, kernel) + bias
+            return jnp.matmul(x, kernel, precision=jax.lax.Precision.HIGHEST) + bias
         product = jax.lax.dot_general(
             x.astype(compute), kernel.astype(compute), dims, preferred_element_type=jnp.float32
         )
@@ -103,10 +122,14 @@ def dense_overhead(policy: str, rows: int = 8, features: int = 64, units: int = 
     functions = {"ops_us": ops, "layer_us": call}
     if compute != "float32":
         functions["math_us"] = math
-    report = _alternate(functions, repeats)
+    for name, factory in (extra or {}).items():
+        functions[f"{name}_us"] = factory(policy, x, kernel, bias)
+    report = _alternate(functions, repeats, calls)
     report["ratio"] = report["layer_us"] / report["ops_us"]
     if "math_us" in report:
         report["ratio_math"] = report["layer_us"] / report["math_us"]
+    for name in extra or {}:
+        report[f"ratio_{name}"] = report[f"{name}_us"] / report["ops_us"]
     return report
 
 

@@ -12,7 +12,9 @@ categorical cross-entropy from logits, and both are jitted with their state dona
   Under mixed_bfloat16 the float32 master values are cast to bfloat16 inside the step, each
   matmul accumulates in float32 (`preferred_element_type`), the float32 bias is added before one
   rounding to bfloat16, activations and residuals run in bfloat16, LayerNorm and the attention
-  softmax in float32, and the loss is float32; under float32 everything is.
+  softmax in float32, and the loss is float32; under float32 everything is, and every product
+  passes `precision=Precision.HIGHEST` (what a float32 policy pins), so float32 means float32 on
+  GPUs too (JAX's default there is TF32).
 
 Models: an MLP 256 -> 512 -> 512 -> 10 with ReLU (batch 256), and a classifier made of one
 `TransformerBlock` (width 128 = 4 heads of 32, MLP 512, exact GELU), a mean over time and a
@@ -25,9 +27,10 @@ to agree (1e-4 under float32, bfloat16 tolerance under mixed_bfloat16).
 
 Timing: the first call of each variant (trace + compile + one step) is reported separately.
 Then, round by round, each variant runs `steps` steps back to back (its state carried through,
-`block_until_ready` at the end), the order of the variants alternating between rounds; the table
+`block_until_ready` at the end), the order of the variants rotating between rounds; the table
 gives the median ms/step over rounds, the range of the per-round ratios, and the ratio of the
-medians, layers / plain.
+medians, layers / plain. `compare(..., extra=...)` adds more variants (the `overhead` command's
+Keras and Flax steps) to the same rounds.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ WIDTHS = (256, 512, 512, 10)
 TRANSFORMER = {"batch": 32, "time": 32, "width": 128, "num_heads": 4, "key_dim": 32, "mlp_dim": 512, "classes": 10}
 TRANSFORMER_EPSILON = 1e-6  # TransformerBlock's LayerNormalization default
 LEARNING_RATE = 1e-3
+# (policy, model kind, initial values by variable path, MLP widths) -> (state, jitted donating step).
+VariantFactory = Callable[[str, str, dict[str, np.ndarray], tuple[int, ...]], tuple[Any, Any]]
 
 
 def machine() -> dict[str, Any]:
@@ -109,8 +114,8 @@ def _transformer_classifier(policy: str, dims: dict[str, int]) -> Any:
 
 def _layers_variant(
     policy: str, model_kind: str, x: jax.Array, widths: tuple[int, ...]
-) -> tuple[Any, Callable[[Any, Any], Any], dict[str, np.ndarray]]:
-    """The model through make_train_step: (state, one step, initial values by variable path, as NumPy)."""
+) -> tuple[Any, Any, dict[str, np.ndarray]]:
+    """The model through make_train_step: (state, `step.jitted`, initial values by variable path, as NumPy)."""
     import layers
     from layers import losses, optimizers, training
 
@@ -129,13 +134,18 @@ def _layers_variant(
     # below the model ("dense_0/kernel", "block/mlp_in/bias").
     names = [variable.path.split("/", 1)[1] for variable in model.trainable_variables]
     initial = {name: np.array(value) for name, value in zip(names, state.trainable, strict=True)}
-    return state, lambda s, batch: step.jitted(s, batch), initial
+    return state, step.jitted, initial
+
+
+def _precision(compute: Any) -> Any:
+    """float32 products at full float32 precision (JAX's GPU default would be TF32); 16-bit: as given."""
+    return jax.lax.Precision.HIGHEST if compute == jnp.float32 else None
 
 
 def _dense(h: jax.Array, kernel: jax.Array, bias: jax.Array, equation: str, compute: Any) -> jax.Array:
     """`h · kernel + bias`; 16-bit: operands in `compute`, float32 accumulate and bias, one rounding."""
     if compute == jnp.float32:
-        return jnp.einsum(equation, h, kernel) + bias
+        return jnp.einsum(equation, h, kernel, precision=jax.lax.Precision.HIGHEST) + bias
     product = jnp.einsum(equation, h, kernel.astype(compute), preferred_element_type=jnp.float32)
     return (product + bias).astype(compute)
 
@@ -170,18 +180,19 @@ def _transformer_forward(params: dict[str, jax.Array], x: jax.Array, compute: An
     normed = norm("attention_norm", x)
     q, k, v = (_dense(normed, *p(f"attention/{n}"), "btd,dnh->btnh", compute) for n in ("query", "key", "value"))
     q = q * jnp.asarray(1.0 / TRANSFORMER["key_dim"] ** 0.5, compute)
-    scores = jnp.einsum("bsnh,btnh->bnts", k, q, preferred_element_type=jnp.float32)
+    precision = _precision(compute)
+    scores = jnp.einsum("bsnh,btnh->bnts", k, q, preferred_element_type=jnp.float32, precision=precision)
     probabilities = jax.nn.softmax(scores, axis=-1).astype(compute)
-    context = jnp.einsum("bnts,bsnh->btnh", probabilities, v, preferred_element_type=jnp.float32).astype(compute)
+    context = jnp.einsum(
+        "bnts,bsnh->btnh", probabilities, v, preferred_element_type=jnp.float32, precision=precision
+    ).astype(compute)
     hidden = x + _dense(context, *p("attention/attention_output"), "btnh,nhd->btd", compute)
     inner = jax.nn.gelu(_dense(norm("mlp_norm", hidden), *p("mlp_in"), "btd,df->btf", compute), approximate=False)
     out = hidden + _dense(inner, *p("mlp_out"), "btf,fd->btd", compute)
     return _dense(jnp.mean(out, axis=1), params["head/kernel"], params["head/bias"], "bd,dc->bc", compute)
 
 
-def _plain_variant(
-    policy: str, model_kind: str, initial: dict[str, np.ndarray]
-) -> tuple[Any, Callable[[Any, Any], Any]]:
+def _plain_variant(policy: str, model_kind: str, initial: dict[str, np.ndarray]) -> tuple[Any, Any]:
     """The same model and optax update by hand: (state, one jitted donating step)."""
     compute = jnp.bfloat16 if policy == "mixed_bfloat16" else jnp.float32
     forward = _mlp_forward if model_kind == "mlp" else _transformer_forward
@@ -210,6 +221,52 @@ def _run(step: Callable[[Any, Any], Any], state: Any, batch: Any, steps: int) ->
     return state, [float(value) for value in losses]
 
 
+def problem(model: str, widths: tuple[int, ...] = WIDTHS, batch: int | None = None, seed: int = 0) -> tuple[Any, int]:
+    """The fixed batch `(x, y)` a model trains on, and its batch size (default 256 MLP, 32 transformer)."""
+    if model not in ("mlp", "transformer"):
+        raise ValueError(f"model must be 'mlp' or 'transformer', received {model!r}.")
+    rng = np.random.default_rng(seed)
+    if batch is None:
+        batch = 256 if model == "mlp" else TRANSFORMER["batch"]
+    if model == "mlp":
+        shape, classes = (batch, widths[0]), widths[-1]
+    else:
+        shape, classes = (batch, TRANSFORMER["time"], TRANSFORMER["width"]), TRANSFORMER["classes"]
+    x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    y = jnp.asarray(rng.integers(0, classes, size=(batch,)), jnp.int32)
+    return (x, y), batch
+
+
+def variants(
+    policy: str,
+    model: str,
+    x: jax.Array,
+    widths: tuple[int, ...] = WIDTHS,
+    extra: dict[str, VariantFactory] | None = None,
+) -> dict[str, tuple[Any, Any]]:
+    """Fresh `{name: (state, jitted step)}`: "layers", "plain", then each of `extra` from the same initial values."""
+    ours_state, ours_step, initial = _layers_variant(policy, model, x, widths)
+    built = {"layers": (ours_state, ours_step), "plain": _plain_variant(policy, model, initial)}
+    for name, factory in (extra or {}).items():
+        built[name] = factory(policy, model, initial, widths)
+    return built
+
+
+def aot_compile(step: Any, state: Any, batch: Any) -> tuple[Any, dict[str, float]]:
+    """`step.trace(...).lower().compile()`: the compiled step and the seconds of each stage.
+
+    `trace_s` makes the jaxpr, `lower_s` the StableHLO module, `compile_s` is XLA's compile.
+    """
+    start = time.perf_counter()
+    traced = step.trace(state, batch)
+    traced_at = time.perf_counter()
+    lowered = traced.lower()
+    lowered_at = time.perf_counter()
+    compiled = lowered.compile()
+    done = time.perf_counter()
+    return compiled, {"trace_s": traced_at - start, "lower_s": lowered_at - traced_at, "compile_s": done - lowered_at}
+
+
 def compare(
     policy: str,
     model: str = "mlp",
@@ -220,46 +277,45 @@ def compare(
     steps: int = 50,
     check_steps: int = 5,
     seed: int = 0,
+    extra: dict[str, VariantFactory] | None = None,
+    aot: bool = False,
 ) -> dict[str, Any]:
-    """Measures both variants side by side; returns ms/step medians, ranges, ratio and compile times.
+    """Measures the variants side by side; returns ms/step medians, ranges, ratios and compile times.
+
+    `extra` adds variants built from the same initial values; each gets `<name>_ms`,
+    `<name>_range_ms`, `<name>_compile_s` and `ratio_<name>` (its median over plain's).
+    With `aot`, each first call is compiled ahead of time (`aot_compile`), its stages' seconds
+    reported as `<name>_stages_s`, and the compiled step runs the rest (its dispatch is the
+    jitted function's, within a microsecond).
 
     Raises:
-      AssertionError: the two variants' losses over the first `check_steps` steps differ by more
-        than the policy's tolerance (float32: 1e-5 relative, mixed_bfloat16: 2e-2).
+      AssertionError: a variant's losses over the first `check_steps` steps differ from plain's by
+        more than the policy's tolerance (float32: 1e-4, mixed_bfloat16: 2e-2).
     """
-    rng = np.random.default_rng(seed)
-    if model not in ("mlp", "transformer"):
-        raise ValueError(f"model must be 'mlp' or 'transformer', received {model!r}.")
-    if batch is None:
-        batch = 256 if model == "mlp" else TRANSFORMER["batch"]
-    if model == "mlp":
-        shape, classes = (batch, widths[0]), widths[-1]
-    else:
-        shape, classes = (batch, TRANSFORMER["time"], TRANSFORMER["width"]), TRANSFORMER["classes"]
-    x = jnp.asarray(rng.normal(size=shape), jnp.float32)
-    y = jnp.asarray(rng.integers(0, classes, size=(batch,)), jnp.int32)
-    data = (x, y)
-    ours_state, ours_step, initial = _layers_variant(policy, model, x, widths)
-    plain_state, plain_step = _plain_variant(policy, model, initial)
-    variants = {"layers": [ours_step, ours_state], "plain": [plain_step, plain_state]}
+    data, batch = problem(model, widths, batch, seed)
+    running = {name: list(entry[::-1]) for name, entry in variants(policy, model, data[0], widths, extra).items()}
 
-    compile_s, first_losses = {}, {}
-    for name, entry in variants.items():
+    compile_s, first_losses, stages = {}, {}, {}
+    for name, entry in running.items():
         start = time.perf_counter()
+        if aot:
+            entry[0], stages[name] = aot_compile(entry[0], entry[1], data)
         entry[1], losses = _run(entry[0], entry[1], data, 1)
         compile_s[name] = time.perf_counter() - start
         entry[1], more = _run(entry[0], entry[1], data, check_steps - 1)
         first_losses[name] = losses + more
     # float32: the two programs may order a reduction differently; bfloat16: one rounding apart at most.
     tolerance = 1e-4 if policy == "float32" else 2e-2
-    if not np.allclose(first_losses["layers"], first_losses["plain"], rtol=tolerance, atol=tolerance):
-        raise AssertionError(f"{policy}: the variants' losses differ: {first_losses}")
+    for name, losses in first_losses.items():
+        if not np.allclose(losses, first_losses["plain"], rtol=tolerance, atol=tolerance):
+            raise AssertionError(f"{policy} {model}: the {name} variant's losses differ from plain's: {first_losses}")
 
-    samples: dict[str, list[float]] = {name: [] for name in variants}
+    samples: dict[str, list[float]] = {name: [] for name in running}
+    names = list(running)
     for round_index in range(rounds):
-        order = list(variants) if round_index % 2 == 0 else list(reversed(variants))
-        for name in order:
-            entry = variants[name]
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            entry = running[name]
             start = time.perf_counter()
             entry[1], _ = _run(entry[0], entry[1], data, steps)
             samples[name].append((time.perf_counter() - start) / steps * 1e3)
@@ -270,14 +326,21 @@ def compare(
         "batch": batch,
         "rounds": rounds,
         "steps": steps,
+        "variants": names,
     }
     for name, values in samples.items():
         report[f"{name}_ms"] = statistics.median(values)
         report[f"{name}_range_ms"] = [min(values), max(values)]
         report[f"{name}_compile_s"] = compile_s[name]
+        if aot:
+            report[f"{name}_stages_s"] = stages[name]
     ratios = [ours / plain for ours, plain in zip(samples["layers"], samples["plain"], strict=True)]
     report["ratio"] = report["layers_ms"] / report["plain_ms"]
     report["ratio_range"] = [min(ratios), max(ratios)]
+    for name in names[2:]:
+        theirs = [other / plain for other, plain in zip(samples[name], samples["plain"], strict=True)]
+        report[f"ratio_{name}"] = report[f"{name}_ms"] / report["plain_ms"]
+        report[f"ratio_{name}_range"] = [min(theirs), max(theirs)]
     report["first_losses"] = first_losses
     return report
 
