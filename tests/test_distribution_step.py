@@ -148,7 +148,9 @@ def test_overflow_in_one_gradient_shard_skips_the_step_on_every_device(scenarios
 
 def test_bad_sharded_input_names_the_value(scenarios):
     errors = scenarios["bad_input"]
-    assert errors["indivisible_variable"].startswith("ValueError: variable 'bad/odd/kernel': dimension 1 of shape (3, 6)")
+    assert errors["indivisible_variable"].startswith(
+        "ValueError: variable 'bad/odd/kernel': dimension 1 of shape (3, 6)"
+    )
     assert "'model' (4 devices) does not divide" in errors["indivisible_variable"]
     assert errors["indivisible_batch"].startswith("ValueError: DataParallel: a batch of shape (5, 3) has 5 samples")
     assert "multiple of 2" in errors["indivisible_batch"]
