@@ -10,9 +10,11 @@ categorical cross-entropy from logits, and both are jitted with their state dona
   with `layers.optimizers.Optimizer(optax.adam(1e-3))`;
 - `plain`: a dict of jnp arrays, `jax.value_and_grad` and `optax.adam(1e-3)` written by hand.
   Under mixed_bfloat16 the float32 master values are cast to bfloat16 inside the step, each
-  matmul accumulates in float32 (`preferred_element_type`), the float32 bias is added before one
-  rounding to bfloat16, activations and residuals run in bfloat16, LayerNorm and the attention
-  softmax in float32, and the loss is float32; under float32 everything is, and every product
+  matmul accumulates in float32 (`preferred_element_type`) and so do its two gradient products,
+  from the float32 cotangent rounded to bfloat16 (a small `custom_vjp`, as the layers' products
+  do), the float32 bias is added before one rounding to bfloat16, activations and residuals run
+  in bfloat16, LayerNorm and the attention softmax in float32, and the loss is float32; under
+  float32 everything is, and every product
   passes `precision=Precision.HIGHEST` (what a float32 policy pins), so float32 means float32 on
   GPUs too (JAX's default there is TF32).
 
@@ -36,6 +38,7 @@ Keras and Flax steps) to the same rounds.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -137,17 +140,51 @@ def _layers_variant(
     return state, step.jitted, initial
 
 
-def _precision(compute: Any) -> Any:
-    """float32 products at full float32 precision (JAX's GPU default would be TF32); 16-bit: as given."""
-    return jax.lax.Precision.HIGHEST if compute == jnp.float32 else None
+@functools.cache
+def _product_16(equation: str) -> Callable[[jax.Array, jax.Array], jax.Array]:
+    """`einsum(equation)` of 16-bit operands accumulated in float32, whose gradient products take
+    16-bit operands too: the float32 cotangent is rounded to the operands' type first.
+
+    This is what the layers' products do. JAX's own transpose would pair the float32 cotangent
+    with the 16-bit operand, a mixed product XLA runs as a float32 dot (TF32 on a GPU), so the
+    baseline's backward would be other numerics and another speed.
+    """
+    inputs, output = equation.split("->")
+    a_spec, b_spec = inputs.split(",")
+
+    def run(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
+        return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32)
+
+    @jax.custom_vjp
+    def product(a: jax.Array, b: jax.Array) -> jax.Array:
+        return run(equation, a, b)
+
+    def forward(a: jax.Array, b: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        return run(equation, a, b), (a, b)
+
+    def backward(residuals: tuple[jax.Array, jax.Array], cotangent: jax.Array) -> tuple[jax.Array, jax.Array]:
+        a, b = residuals
+        g = cotangent.astype(a.dtype)
+        a_grad = run(f"{output},{b_spec}->{a_spec}", g, b)
+        b_grad = run(f"{a_spec},{output}->{b_spec}", a, g)
+        return a_grad.astype(a.dtype), b_grad.astype(b.dtype)
+
+    product.defvjp(forward, backward)
+    return product
+
+
+def _einsum(equation: str, a: jax.Array, b: jax.Array, compute: Any) -> jax.Array:
+    """The product in float32: float32 at `Precision.HIGHEST` (JAX's GPU default is TF32), 16-bit as the layers do."""
+    if compute == jnp.float32:
+        return jnp.einsum(equation, a, b, precision=jax.lax.Precision.HIGHEST)
+    return _product_16(equation)(a, b)
 
 
 def _dense(h: jax.Array, kernel: jax.Array, bias: jax.Array, equation: str, compute: Any) -> jax.Array:
     """`h · kernel + bias`; 16-bit: operands in `compute`, float32 accumulate and bias, one rounding."""
     if compute == jnp.float32:
-        return jnp.einsum(equation, h, kernel, precision=jax.lax.Precision.HIGHEST) + bias
-    product = jnp.einsum(equation, h, kernel.astype(compute), preferred_element_type=jnp.float32)
-    return (product + bias).astype(compute)
+        return _einsum(equation, h, kernel, compute) + bias
+    return (_einsum(equation, h, kernel.astype(compute), compute) + bias).astype(compute)
 
 
 def _mlp_forward(params: dict[str, jax.Array], x: jax.Array, compute: Any) -> jax.Array:
@@ -180,12 +217,9 @@ def _transformer_forward(params: dict[str, jax.Array], x: jax.Array, compute: An
     normed = norm("attention_norm", x)
     q, k, v = (_dense(normed, *p(f"attention/{n}"), "btd,dnh->btnh", compute) for n in ("query", "key", "value"))
     q = q * jnp.asarray(1.0 / TRANSFORMER["key_dim"] ** 0.5, compute)
-    precision = _precision(compute)
-    scores = jnp.einsum("bsnh,btnh->bnts", k, q, preferred_element_type=jnp.float32, precision=precision)
+    scores = _einsum("bsnh,btnh->bnts", k, q, compute)
     probabilities = jax.nn.softmax(scores, axis=-1).astype(compute)
-    context = jnp.einsum(
-        "bnts,bsnh->btnh", probabilities, v, preferred_element_type=jnp.float32, precision=precision
-    ).astype(compute)
+    context = _einsum("bnts,bsnh->btnh", probabilities, v, compute).astype(compute)
     hidden = x + _dense(context, *p("attention/attention_output"), "btnh,nhd->btd", compute)
     inner = jax.nn.gelu(_dense(norm("mlp_norm", hidden), *p("mlp_in"), "btd,df->btf", compute), approximate=False)
     out = hidden + _dense(inner, *p("mlp_out"), "btf,fd->btd", compute)

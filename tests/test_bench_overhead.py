@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -174,6 +175,19 @@ def test_plain_float32_baseline_pins_full_float32_precision():
             (jax.lax.Precision.HIGHEST, jax.lax.Precision.HIGHEST),
             jax.lax.Precision.HIGHEST,
         ), eqn
+
+
+@pytest.mark.parametrize("model", ["mlp", "transformer"])
+def test_plain_mixed_bfloat16_gradient_products_take_bfloat16_operands_as_ours_do(model):
+    # JAX's own transpose pairs the float32 cotangent with the bf16 operand: a float32 dot, other
+    # numerics and another speed than the layers' bf16 gradient products.
+    (x, y), _ = train_step.problem(model, (8, 16, 3), 4)
+    for name, (state, step) in train_step.variants("mixed_bfloat16", model, x, (8, 16, 3)).items():
+        with jax.numpy_dtype_promotion("standard"):  # optax.adam's float ** int32 count
+            text = step.trace(state, (x, y)).lower().as_text()
+        operands = re.findall(r"stablehlo\.dot_general.*:\s*\(tensor<[^>]*x(\w+)>, tensor<[^>]*x(\w+)>\)", text)
+        assert len(operands) == text.count("stablehlo.dot_general") > 0
+        assert set(operands) == {("bf16", "bf16")}, name
 
 
 def _options(tmp_path, *arguments):
