@@ -267,6 +267,11 @@ def run(
     return result
 
 
+def _ms(value: float) -> str:
+    """Three significant digits, never in exponent form."""
+    return f"{value:.3g}" if value < 1000 else f"{value:.0f}"
+
+
 def _load() -> float | None:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
@@ -358,8 +363,8 @@ def closing_lines(result: dict[str, Any]) -> list[str]:
     else:
         lines.append(
             f"Fastest products on {where}: {fastest['variant']}, {1 / fastest['ratio_to_float32']:.2f}x faster than "
-            f"float32 over the layer's {len(PASSES) * 4} products ({fastest['ms']:.3g} ms against "
-            f"{totals['float32']['ms']:.3g} ms)."
+            f"float32 over the layer's {len(PASSES) * 4} products ({_ms(fastest['ms'])} ms against "
+            f"{_ms(totals['float32']['ms'])} ms)."
         )
     if "float8" in totals and "float8 + quantize" in totals and totals["float8"]["ms"] > 0:
         extra = totals["float8 + quantize"]["ms"] / totals["float8"]["ms"] - 1

@@ -245,6 +245,11 @@ def run(
     return result
 
 
+def _ms(value: float) -> str:
+    """Three significant digits, never in exponent form."""
+    return f"{value:.3g}" if value < 1000 else f"{value:.0f}"
+
+
 def _load() -> float | None:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
@@ -339,7 +344,7 @@ def closing_lines(result: dict[str, Any]) -> list[str]:
         else:
             lines.append(
                 f"Fastest {name} step on {where}: {fastest['policy']}, {fastest['speedup_vs_float32']:.2f}x faster "
-                f"than float32 ({fastest['ms_per_step']:.3g} ms against {reference['ms_per_step']:.3g} ms per step)."
+                f"than float32 ({_ms(fastest['ms_per_step'])} ms against {_ms(reference['ms_per_step'])} ms per step)."
             )
         slower = [row for row in rows if row["policy"] != "float32" and row["ratio_to_float32"] > 1]
         if slower:

@@ -101,10 +101,10 @@ def _closing(platform, totals):
 
 
 def test_closing_lines_name_the_fastest_variant_and_the_quantization_cost():
-    lines = _closing("gpu", {"float32": 100.0, "bfloat16": 10.0, "float8": 5.0, "float8 + quantize": 6.0})
-    assert lines == [
+    lines = _closing("gpu", {"float32": 1500.0, "bfloat16": 150.0, "float8": 75.0, "float8 + quantize": 90.0})
+    assert lines == [  # times of 1000 ms and more without an exponent
         "Fastest products on this NVIDIA H200: float8, 20.00x faster than float32 over the layer's 12 products "
-        "(5 ms against 100 ms).",
+        "(75 ms against 1500 ms).",
         "  Quantizing the operands (amax, scale, cast) adds 20% to the float8 products.",
     ]
 
