@@ -34,6 +34,7 @@ import math
 import os
 import statistics
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -190,7 +191,7 @@ def _time_pass(
     product: _flops.Product, which: str, variants: tuple[str, ...], sizing: Sizes, repeats: int | None, platform: str
 ) -> tuple[dict[str, list[float]], dict[str, float], dict[str, bool | None], int]:
     functions = _functions(which)
-    arguments = _operands(product, which, variants, seed=len(product.name) * 3 + PASSES.index(which))
+    arguments = _operands(product, which, variants, seed=zlib.crc32(f"{product.name} {which}".encode()))
     first_call, float8_gemm, warm = {}, {}, {}
     for variant in variants:
         function, args = functions[variant], arguments[variant]

@@ -87,6 +87,18 @@ def test_run_at_tiny_sizes_gives_a_well_formed_row_per_product_pass_and_variant(
     assert "ms per product" in text and "The layer's products together" in text and "float8 is emulated" in text
 
 
+def test_on_a_gpu_of_the_peak_table_rows_carry_mfu_and_whether_float8_became_a_cublaslt_matmul():
+    # Run here on the CPU but described as an H200: the peak lookup and the compiled-program check
+    # run (a CPU program has no cuBLASLt call, so the answer is False, never None).
+    h200 = _device.Device(platform="gpu", kind="NVIDIA H200", count=1, host="test")
+    result = gemm.run(h200, variants=("float32", "float8"), tokens=8, hidden=4, ffn=4, rounds=1, repeats=1)
+    for row in result["rows"]:
+        peak = 66.9 if row["variant"] == "float32" else 1978.9
+        assert row["mfu"] == pytest.approx(row["tflops"] / peak)
+        assert row["float8_gemm"] is (False if row["variant"] == "float8" else None)
+    assert "float8 cuBLASLt matmuls in the compiled programs: 0 of 12 float8 rows." in gemm.render(result)
+
+
 def test_run_refuses_an_unknown_variant():
     with pytest.raises(ValueError, match=r"variants must be among .*, received 'int8'"):
         gemm.run(CPU, variants=("float32", "int8"))
