@@ -183,21 +183,59 @@ def float8_scenario() -> dict:
         return names, state_values
 
     _, single = run(None)
-    _, sharded = run(distribution.DataParallel(distribution.DeviceMesh((8,), ("batch",))))
+    mesh = distribution.DeviceMesh((8,), ("batch",))
     report = {}
-    for name, value in sharded.items():
-        shards = [np.asarray(s.data) for s in value.addressable_shards]
-        report[name] = {
-            "spec": _spec(value),
-            "shards": len(shards),
-            "shards_identical": all(np.array_equal(s, shards[0]) for s in shards),
-            "sharded": np.asarray(value).tolist(),
-            "single": np.asarray(single[name]).tolist(),
-        }
+    for label, dist in [
+        ("data_parallel", distribution.DataParallel(mesh)),
+        ("fsdp", distribution.FSDP(mesh, min_weight_size=64)),
+    ]:
+        _, sharded = run(dist)
+        report[label] = {}
+        for name, value in sharded.items():
+            shards = [np.asarray(s.data) for s in value.addressable_shards]
+            report[label][name] = {
+                "spec": _spec(value),
+                "shards": len(shards),
+                "shards_identical": all(np.array_equal(s, shards[0]) for s in shards),
+                "sharded": np.asarray(value).tolist(),
+                "single": np.asarray(single[name]).tolist(),
+            }
     return {
         "state": report,
         "input_amax": float(np.abs(x).max()),
         "shard_input_amaxes": [float(np.abs(x[2 * d : 2 * d + 2]).max()) for d in range(8)],
+    }
+
+
+def batch_statistics_scenario() -> dict:
+    """BatchNormalization's moving statistics under data parallelism: those of the global batch."""
+    x = np.random.default_rng(4).normal(size=(16, 8)).astype(np.float32)
+    x *= np.repeat(np.arange(1, 9, dtype=np.float32), 2)[:, None]  # each device's rows on another scale
+    y = np.zeros((16, 4), np.float32)
+
+    def run(dist: distribution.Distribution | None) -> list:
+        initializers.set_random_seed(7)
+        model = layers.Sequential(
+            [layers.Dense(8, name="dense"), layers.BatchNormalization(name="norm"), layers.Dense(4, name="head")],
+            dtype="mixed_bfloat16",
+            name="bn",
+        )
+        model(x[:1])
+        step = training.make_train_step(model, "mse", optimizers.SGD(0.1), distribution=dist)
+        state = step.init_state()
+        for _ in range(2):
+            state, _ = step.jitted(state, (x, y))
+        return state.non_trainable
+
+    single = run(None)
+    sharded = run(distribution.DataParallel(distribution.DeviceMesh((8,), ("batch",))))
+    return {
+        "max_relative_difference": max(
+            float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / (np.max(np.abs(np.asarray(b))) + 1e-12))
+            for a, b in zip(sharded, single, strict=True)
+        ),
+        "specs": [_spec(a) for a in sharded],
+        "count": len(single),
     }
 
 
@@ -302,6 +340,7 @@ def main() -> None:
             "transformer": transformer_scenarios(),
             "float8": float8_scenario(),
             "loss_scale": loss_scale_scenario(),
+            "batch_statistics": batch_statistics_scenario(),
             "bad_input": bad_input_scenario(),
         }
     print(json.dumps(results))

@@ -42,6 +42,10 @@ def test_batch_dim_name_defaults_to_the_first_axis_and_is_checked():
         DataParallel(mesh, devices=jax.devices())
     with pytest.raises(TypeError, match=r"DataParallel expects a jax.sharding.Mesh .* received 'mesh'"):
         DataParallel("mesh")
+    with pytest.raises(
+        TypeError, match=r"FSDP: devices must be a list of jax devices \(jax.devices\(\)\), received 64"
+    ):
+        FSDP(devices=64)
 
 
 def test_a_batch_array_needs_a_batch_dimension():

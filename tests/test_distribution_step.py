@@ -117,11 +117,12 @@ def test_checkpoint_saved_on_2x4_restores_on_4x2(scenarios):
     assert checkpoint["restored_shard_shapes"][PATHS.index("m/block/attention/query/kernel")] == [16, 2, 4]
 
 
-def test_float8_data_parallel_scales_are_global_and_identical_on_every_device(scenarios):
+@pytest.mark.parametrize("run", ["data_parallel", "fsdp"])
+def test_float8_sharded_scales_are_global_and_identical_on_every_device(scenarios, run):
     float8 = scenarios["float8"]
     # Only device 6's rows hold the 40: a global max sees it, a mean of per-shard maxima would not.
     assert float8["input_amax"] == 40.0 and sorted(float8["shard_input_amaxes"])[-2] < 3.0
-    state = float8["state"]
+    state = float8["state"][run]
     assert len(state) == 12
     for name, entry in state.items():
         assert entry["spec"] == [] and entry["shards"] == 8 and entry["shards_identical"], name
@@ -129,6 +130,13 @@ def test_float8_data_parallel_scales_are_global_and_identical_on_every_device(sc
     history = state["f8/up/inputs_amax_history"]["sharded"]
     assert history[0] == 40.0 and history[2:] == [40.0, 40.0]  # three steps, newest at index 0
     assert state["f8/up/inputs_scale"]["sharded"] == pytest.approx(40.0 / 448.0)
+
+
+def test_batch_normalization_statistics_are_those_of_the_global_batch(scenarios):
+    statistics = scenarios["batch_statistics"]
+    # moving mean and variance, and the dropout-free model's RNG-less state: replicated, as on one device
+    assert statistics["count"] >= 2 and statistics["specs"] == [[]] * statistics["count"]
+    assert statistics["max_relative_difference"] < 1e-5
 
 
 def test_overflow_in_one_gradient_shard_skips_the_step_on_every_device(scenarios):

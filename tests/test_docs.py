@@ -84,6 +84,10 @@ MODULES = [
     "layers.training._layer_checkpoint",
     "layers.training._train_step",
     "layers.training._fit",
+    "layers.distribution._mesh",
+    "layers.distribution._layout_map",
+    "layers.distribution._distributions",
+    "layers.distribution._state",
 ]
 
 
@@ -122,7 +126,7 @@ def _public_objects():
     for module in (dp.float8, dp.loss_scale, dp.quantization):
         for name in module.__all__:
             yield f"{module.__name__}.{name}", getattr(module, name)
-    for module in (layers.optimizers, layers.losses, layers.training):
+    for module in (layers.optimizers, layers.losses, layers.training, layers.distribution):
         for name in module.__all__:
             obj = getattr(module, name)
             yield f"{module.__name__}.{name}", obj

@@ -27,7 +27,10 @@ def _default_mesh(device_mesh: Mesh | None, devices: Sequence[Any] | None, what:
         if devices is not None:
             raise ValueError(f"{what}: pass device_mesh or devices, not both.")
         return check_mesh(device_mesh, what)
-    devices = list(jax.devices() if devices is None else devices)
+    if devices is None:
+        devices = jax.devices()
+    elif not isinstance(devices, (list, tuple)) or not all(isinstance(d, jax.Device) for d in devices):
+        raise TypeError(f"{what}: devices must be a list of jax devices (jax.devices()), received {devices!r}.")
     return DeviceMesh((len(devices),), ("batch",), devices)
 
 
@@ -128,11 +131,11 @@ class DataParallel(Distribution):
       >>> from layers.distribution import DataParallel
       >>> distribution = DataParallel()
       >>> distribution.get_data_layout((8 * len(jax.devices()), 3)).spec
-      PartitionSpec('batch',)
+      P('batch',)
     """
 
     def __init__(
-        self, device_mesh: Mesh | None = None, devices: Sequence[Any] | None = None, batch_dim_name: Any = None
+        self, device_mesh: Mesh | None = None, *, devices: Sequence[Any] | None = None, batch_dim_name: Any = None
     ) -> None:
         super().__init__(_default_mesh(device_mesh, devices, "DataParallel"), batch_dim_name)
 
@@ -143,9 +146,9 @@ class FSDP(Distribution):
     Every trainable floating variable with at least `min_weight_size` elements is sharded over
     the batch axes along its largest dimension they divide (the first such on a tie); smaller ones,
     non-trainable state and float8 state stay replicated. Optimizer slots follow their variable,
-    so the parameters, gradients and slots each take `1/n` of the memory; XLA gathers a weight
-    (in the compute dtype, after the cast on each shard) where the forward and backward use it,
-    and reduce-scatters its gradient.
+    so the parameters and slots each take `1/n` of the memory. XLA gathers a weight (in the
+    compute dtype, after the cast on each shard) where the products use it, and reduces its
+    float32 gradient, of which each device keeps its shard.
 
     Args:
       device_mesh: a mesh (default: a 1-D mesh named "batch" over `devices`).
@@ -158,12 +161,13 @@ class FSDP(Distribution):
       >>> n = len(jax.devices())
       >>> kernel = dp.Variable(jnp.zeros((3, 64 * n)), name="kernel")
       >>> FSDP(min_weight_size=16).get_variable_layout(kernel).spec
-      PartitionSpec(None, 'batch')
+      P(None, 'batch')
     """
 
     def __init__(
         self,
         device_mesh: Mesh | None = None,
+        *,
         devices: Sequence[Any] | None = None,
         batch_dim_name: Any = None,
         min_weight_size: int = 1024,
@@ -204,10 +208,10 @@ class ModelParallel(Distribution):
     Example:
       >>> from layers.distribution import DeviceMesh, LayoutMap, ModelParallel
       >>> layout_map = LayoutMap(DeviceMesh((1, len(jax.devices())), ("batch", "model")))
-      >>> layout_map[".*/kernel"] = (None, "model")
+      >>> layout_map[".*kernel"] = (None, "model")
       >>> kernel = dp.Variable(jnp.zeros((3, 8 * len(jax.devices()))), name="kernel")
       >>> ModelParallel(layout_map).get_variable_layout(kernel).spec
-      PartitionSpec(None, 'model')
+      P(None, 'model')
     """
 
     def __init__(self, layout_map: LayoutMap, batch_dim_name: Any = None) -> None:

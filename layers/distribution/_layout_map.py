@@ -34,13 +34,14 @@ class LayoutMap(MutableMapping):
         ValueError (a typo would otherwise leave a large kernel silently replicated).
 
     Example:
+      >>> import jax
       >>> from jax.sharding import PartitionSpec as P
       >>> from layers.distribution import DeviceMesh, LayoutMap
       >>> layout_map = LayoutMap(DeviceMesh((1, len(jax.devices())), ("batch", "model")))
       >>> layout_map[".*mlp_in/kernel"] = (None, "model")
       >>> layout_map[".*mlp_out/kernel"] = P("model", None)
       >>> layout_map["block/mlp_in/kernel"], layout_map["block/mlp_in/bias"]
-      (PartitionSpec(None, 'model'), None)
+      (P(None, 'model'), None)
     """
 
     def __init__(self, device_mesh: Mesh, strict: bool = True) -> None:

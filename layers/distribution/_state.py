@@ -114,7 +114,7 @@ def shard_batch(batch: Any, distribution: Distribution) -> Any:
       >>> n = len(jax.devices())
       >>> x, y = shard_batch((np.ones((4 * n, 3)), np.zeros(4 * n)), DataParallel())
       >>> x.sharding.spec, x.shape == (4 * n, 3)
-      (PartitionSpec('batch',), True)
+      (P('batch',), True)
     """
     check_distribution(distribution)
     processes = jax.process_count()
