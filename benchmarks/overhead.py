@@ -568,6 +568,8 @@ def render(result: dict[str, Any]) -> str:
 def plot(result: dict[str, Any], out: Path) -> list[Path]:
     """One PNG: train-step and eager-call ratios and the build time, each against its target line."""
     plt = _results.pyplot()
+    from matplotlib.ticker import FuncFormatter
+
     figure, axes = plt.subplots(1, 3, figsize=(16, 4.8), gridspec_kw={"width_ratios": [3, 3, 1]})
     panels = [
         (axes[0], "jitted train step / plain JAX", TARGETS["train_step"], [
@@ -598,6 +600,9 @@ def plot(result: dict[str, Any], out: Path) -> list[Path]:
         values = [v for _, group in groups for v in group.values()]
         if values and max(values) > 4:
             axis.set_yscale("log")
+            plain_numbers = FuncFormatter(lambda value, _: f"{value:g}")
+            axis.yaxis.set_major_formatter(plain_numbers)
+            axis.yaxis.set_minor_formatter(plain_numbers)
         axis.set_title(title)
         axis.set_ylabel("ratio (lower is better)")
         axis.legend(fontsize=8)
@@ -610,7 +615,8 @@ def plot(result: dict[str, Any], out: Path) -> list[Path]:
     axes[2].set_xticklabels(["TransformerBlock(64)" if build else "not measured"], fontsize=8)
     axes[2].set_title("build + first call")
     axes[2].set_ylabel("seconds")
-    axes[2].legend(fontsize=8)
+    axes[2].set_ylim(0, max(1.25 * TARGETS["build_s"], 1.1 * max(build, default=0.0)))
+    axes[2].legend(fontsize=8, loc="upper left")
     figure.suptitle("dtypepolicy overhead vs SPEC §8 targets" + (" (quick)" if result["quick"] else ""))
     return [_results.save_figure(figure, out, NAME)]
 
