@@ -93,6 +93,9 @@ def test_one_device_distributed_step_equals_the_plain_step():
     for left, right in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_array_equal(np.asarray(left), np.asarray(right))
     assert isinstance(b.trainable[0].sharding, NamedSharding)
+    # A state committed to a device (restored by hand, made by the plain step) is moved onto the mesh.
+    c, _ = sharded.jitted(jax.device_put(plain.init_state(), jax.devices()[0]), (x, y))
+    assert isinstance(c.trainable[0].sharding, NamedSharding) and int(c.step) == 1
 
 
 def test_restore_places_the_state_on_the_steps_mesh(tmp_path):

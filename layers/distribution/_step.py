@@ -65,8 +65,15 @@ class ShardedStep:
         return jitted, jax.device_put(state, shardings), shard_batch(batch, self.distribution)
 
     def __call__(self, state: Any, batch: Any) -> tuple[Any, dict[str, jax.Array]]:
-        jitted, state, batch = self._arguments(state, batch)
-        return jitted(state, batch)
+        jitted, _ = self._jitted(state)
+        try:
+            # The common case, a state this step returned and host batches: jit places them itself.
+            return jitted(state, batch)
+        except ValueError:
+            # Arrays committed elsewhere (another mesh, one device), or a batch the mesh cannot
+            # split (shard_batch names it): jit refuses them before running, so nothing was donated.
+            jitted, state, batch = self._arguments(state, batch)
+            return jitted(state, batch)
 
     def lower(self, state: Any, batch: Any) -> Any:
         """`jax.jit(...).lower` of the sharded step (for `.compile().as_text()` and HLO checks)."""
