@@ -39,8 +39,12 @@ class MultiHeadAttention(Layer):
       dropout: dropout rate on the attention probabilities (training only).
       use_bias: whether the projections have biases.
       output_shape: the last dimension of the output; defaults to the query's.
-      kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer,
-      kernel_constraint, bias_constraint: for every projection.
+      kernel_initializer: the initializer of every projection's kernel.
+      bias_initializer: the initializer of every projection's bias.
+      kernel_regularizer: the regularizer of every projection's kernel.
+      bias_regularizer: the regularizer of every projection's bias.
+      kernel_constraint: the constraint of every projection's kernel.
+      bias_constraint: the constraint of every projection's bias.
       seed: seed of the dropout.
 
     Call arguments: `query`, `value`, `key=None` (defaults to `value`), `attention_mask=None`

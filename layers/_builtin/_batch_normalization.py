@@ -112,10 +112,14 @@ class BatchNormalization(Layer):
       epsilon: added to the variance before the square root; a finite number >= 0.
       center: whether to add `beta`.
       scale: whether to multiply by `gamma`.
-      beta_initializer, gamma_initializer: initializers (or names) for the trainable weights.
-      moving_mean_initializer, moving_variance_initializer: initializers for the statistics.
-      beta_regularizer, gamma_regularizer: optional regularizers.
-      beta_constraint, gamma_constraint: optional constraints.
+      beta_initializer: the initializer (or its name) of `beta`.
+      gamma_initializer: the initializer (or its name) of `gamma`.
+      moving_mean_initializer: the initializer of the moving mean.
+      moving_variance_initializer: the initializer of the moving variance.
+      beta_regularizer: an optional regularizer of `beta`.
+      gamma_regularizer: an optional regularizer of `gamma`.
+      beta_constraint: an optional constraint on `beta`.
+      gamma_constraint: an optional constraint on `gamma`.
       **kwargs: base `Layer` arguments (`name`, `dtype`, `trainable`, ...).
 
     Call arguments: `inputs`, `training=None` (a Python bool, `np.bool_` or None; anything else,

@@ -165,9 +165,12 @@ class LayerNormalization(_AxesNormalization):
         promises (no mean is subtracted, there is no `beta`). Keras 3 divides by the variance
         here instead and has deprecated the argument for that reason; this layer computes what
         the Keras documentation describes, the same result as `RMSNormalization`.
-      beta_initializer, gamma_initializer: initializers (or names) for the weights.
-      beta_regularizer, gamma_regularizer: optional regularizers for the weights.
-      beta_constraint, gamma_constraint: optional constraints for the weights.
+      beta_initializer: the initializer (or its name) of `beta`.
+      gamma_initializer: the initializer (or its name) of `gamma`.
+      beta_regularizer: an optional regularizer of `beta`.
+      gamma_regularizer: an optional regularizer of `gamma`.
+      beta_constraint: an optional constraint on `beta`.
+      gamma_constraint: an optional constraint on `gamma`.
       **kwargs: base `Layer` arguments (`name`, `dtype`, `trainable`, ...).
 
     Example:

@@ -68,7 +68,11 @@ class SGD(_Named):
       momentum: in [0, 1].
       nesterov: Nesterov momentum.
       weight_decay: decoupled decay `w -= lr * weight_decay * w` before the update; None for none.
-      clipnorm, clipvalue, global_clipnorm, gradient_accumulation_steps, name: see `Optimizer`.
+      clipnorm: as for `Optimizer`.
+      clipvalue: as for `Optimizer`.
+      global_clipnorm: as for `Optimizer`.
+      gradient_accumulation_steps: as for `Optimizer`.
+      name: as for `Optimizer`.
 
     Example:
       >>> from layers import optimizers
@@ -115,7 +119,11 @@ class Adam(_Named):
       epsilon: >= 0.
       amsgrad: divide by the running max of `v`.
       weight_decay: decoupled decay `w -= lr * weight_decay * w`; None for none.
-      clipnorm, clipvalue, global_clipnorm, gradient_accumulation_steps, name: see `Optimizer`.
+      clipnorm: as for `Optimizer`.
+      clipvalue: as for `Optimizer`.
+      global_clipnorm: as for `Optimizer`.
+      gradient_accumulation_steps: as for `Optimizer`.
+      name: as for `Optimizer`.
 
     Example:
       >>> from layers import optimizers
@@ -158,9 +166,17 @@ class AdamW(Adam):
     Keras decays first, `w -= lr * weight_decay * w`, then applies the Adam update.
 
     Args:
-      learning_rate, beta_1, beta_2, epsilon, amsgrad: as for `Adam`.
+      learning_rate: as for `Adam`.
+      beta_1: as for `Adam`.
+      beta_2: as for `Adam`.
+      epsilon: as for `Adam`.
+      amsgrad: as for `Adam`.
       weight_decay: a number >= 0 (None is refused, as in Keras).
-      clipnorm, clipvalue, global_clipnorm, gradient_accumulation_steps, name: see `Optimizer`.
+      clipnorm: as for `Optimizer`.
+      clipvalue: as for `Optimizer`.
+      global_clipnorm: as for `Optimizer`.
+      gradient_accumulation_steps: as for `Optimizer`.
+      name: as for `Optimizer`.
 
     Example:
       >>> from layers import optimizers
@@ -212,7 +228,11 @@ class RMSprop(_Named):
       epsilon: >= 0.
       centered: subtract the squared running mean of the gradient.
       weight_decay: decoupled decay `w -= lr * weight_decay * w`; None for none.
-      clipnorm, clipvalue, global_clipnorm, gradient_accumulation_steps, name: see `Optimizer`.
+      clipnorm: as for `Optimizer`.
+      clipvalue: as for `Optimizer`.
+      global_clipnorm: as for `Optimizer`.
+      gradient_accumulation_steps: as for `Optimizer`.
+      name: as for `Optimizer`.
 
     Example:
       >>> from layers import optimizers
@@ -260,7 +280,11 @@ class Lion(_Named):
       beta_1: in (0, 1].
       beta_2: in [0, 1].
       weight_decay: decoupled decay `w -= lr * weight_decay * w`; None for none.
-      clipnorm, clipvalue, global_clipnorm, gradient_accumulation_steps, name: see `Optimizer`.
+      clipnorm: as for `Optimizer`.
+      clipvalue: as for `Optimizer`.
+      global_clipnorm: as for `Optimizer`.
+      gradient_accumulation_steps: as for `Optimizer`.
+      name: as for `Optimizer`.
 
     Example:
       >>> from layers import optimizers
