@@ -317,6 +317,10 @@ def run(device: Any, quick: bool = True, **sizes: Any) -> dict[str, Any]:
             f"run() got unknown sizes {sorted(unknown)}; expected some of {sorted(default_sizes(device, quick))}."
         )
     sizes = {**default_sizes(device, quick), **{key: value for key, value in sizes.items() if value is not None}}
+    for key in ("rounds", "steps", "repeats", "calls", "build_rounds", "compile_rounds"):
+        least = 0 if key in ("build_rounds", "compile_rounds") else 1
+        if not isinstance(sizes[key], int) or sizes[key] < least:
+            raise ValueError(f"{key} must be an integer >= {least}, received {sizes[key]!r}.")
     libraries, missing = other_libraries(sizes["compare"])
     dense_extra = {name: (_keras_dense if name == "keras" else _flax_dense)(lib) for name, lib in libraries.items()}
     step_extra = {name: (_keras_step if name == "keras" else _flax_step)(lib) for name, lib in libraries.items()}

@@ -206,6 +206,10 @@ def test_bad_sizes_are_refused_with_what_was_expected(tmp_path):
         overhead._names(overhead.MODELS)("cnn")
     with pytest.raises(TypeError, match=r"unknown sizes \['width'\]"):
         overhead.run(_device.detect(), quick=True, width=3)
+    with pytest.raises(ValueError, match="rounds must be an integer >= 1, received 0"):
+        overhead.run(_device.detect(), quick=True, rounds=0)
+    with pytest.raises(ValueError, match="build_rounds must be an integer >= 0, received -1"):
+        overhead.run(_device.detect(), quick=True, build_rounds=-1)
 
 
 def test_main_with_tiny_sizes_writes_json_and_png(tmp_path, monkeypatch, capsys):
