@@ -232,3 +232,12 @@ def test_the_docstring_examples_run():
     import doctest
 
     assert doctest.testmod(precision).failed == 0
+
+
+@pytest.mark.parametrize("algorithm", ["TF32_TF32_F32", "BF16_BF16_F32"])
+def test_a_float32_policy_whose_products_are_not_float32_fails_its_bound(algorithm):
+    """The float32 bound's allowance covers float32 accumulation only: TF32 or bf16 operands fail it widely."""
+    result = precision.check(_tiny, _tiny_inputs(), ["float32", f"p=f32,dot={algorithm}"], bounded=precision.QUANTITIES)
+    statuses = {(row["policy"], row["status"]) for row in result.rows}
+    assert statuses == {("float32", "ok (new)"), (f"p=f32,dot={algorithm}", "FAIL bound")}
+    assert min(row["error"] / row["bound"] for row in result.failures) > 10
