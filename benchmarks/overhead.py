@@ -299,7 +299,7 @@ def default_sizes(device: Any, quick: bool) -> dict[str, Any]:
     if device.accelerated:
         sizes.update(widths=[1024, 4096, 4096, 1024], batch=512)
     if quick:
-        sizes.update(rounds=5, steps=5, repeats=5, calls=100, build_rounds=1, compile_rounds=0)
+        sizes.update(rounds=9, steps=5, repeats=9, calls=200, build_rounds=1, compile_rounds=0)
     else:
         sizes.update(rounds=15, steps=20, repeats=15, calls=200, build_rounds=5, compile_rounds=2)
     if device.accelerated:
