@@ -41,7 +41,9 @@ MODEL_PARALLEL_LAYOUT = {
 def _transformer() -> layers.Layer:
     initializers.set_random_seed(1234)  # every run starts from the same weights
     model = layers.Sequential(
-        [layers.TransformerBlock(num_heads=4, key_dim=4, mlp_dim=32, name="block")], dtype="mixed_bfloat16", name="m"
+        [layers.TransformerBlock(num_heads=4, key_dim=4, mlp_dim=32, dropout=0.1, seed=3, name="block")],
+        dtype="mixed_bfloat16",
+        name="m",
     )
     model(X[:1])
     return model
@@ -58,40 +60,55 @@ def _spec(array: jax.Array) -> list:
     return entries
 
 
-def _run(model: layers.Layer, dist: distribution.Distribution | None) -> tuple[list, list, object]:
-    step = training.make_train_step(model, "mse", optimizers.Adam(1e-2), distribution=dist)
+def _run(model: layers.Layer, dist: distribution.Distribution | None, dump: str | None = None) -> tuple:
+    """STEPS steps from the model's weights: (losses, final state, step, compiled FSDP HLO text or None).
+
+    With `dump`, the sharded step is compiled once ahead of time with XLA's dump of the HLO
+    after SPMD partitioning into that directory, and that executable runs the steps.
+    """
+    step = training.make_train_step(model, "mse", optimizers.SGD(0.1, momentum=0.9), distribution=dist)
     state = step.init_state()
+    run, compiled_text = step.jitted, None
+    if dump is not None:
+        compiled = step.jitted.lower(state, (X, Y)).compile(
+            compiler_options={"xla_dump_to": dump, "xla_dump_hlo_pass_re": "spmd-partitioning"}
+        )
+        compiled_text = compiled.as_text()
+
+        def run(state: training.TrainState, batch: tuple) -> tuple:
+            return compiled(state, distribution.shard_batch(batch, dist))
+
     losses = []
     for _ in range(STEPS):
-        state, metrics = step.jitted(state, (X, Y))
+        state, metrics = run(state, (X, Y))
         losses.append(float(metrics["loss"]))
-    return losses, state, step
+    return losses, state, step, compiled_text
 
 
-def _slot_specs(state: training.TrainState) -> dict:
-    [adam] = [
-        node
-        for node in jax.tree.leaves(state.optimizer.inner, is_leaf=lambda n: hasattr(n, "momentums"))
-        if hasattr(node, "momentums")
-    ]
-    return {"momentums": [_spec(a) for a in adam.momentums], "velocities": [_spec(a) for a in adam.velocities]}
+def _slot_specs(state: training.TrainState) -> list:
+    """The specs of the momentum trace, one per trainable variable (the optax state's only arrays)."""
+    return [_spec(a) for a in jax.tree.leaves(state.optimizer.inner) if a.ndim > 0]
 
 
-def _collectives(directory: str) -> dict:
-    """The all-gathers of the SPMD-partitioned train step, as (dtype, shape) strings."""
+def _all_gathers(hlo: str) -> list:
+    """The all-gathers of an HLO module's text, as dtype[shape] strings."""
+    return [f"{dtype}[{shape}]" for dtype, shape in re.findall(r"= (\w+)\[([\d,]*)\]\{[^}]*\} all-gather\(", hlo)]
+
+
+def _partitioned_module(directory: str) -> str:
+    """The HLO text right after SPMD partitioning, from XLA's dump in `directory`."""
     [path] = glob.glob(os.path.join(directory, "*distributed_train_step*after_spmd-partitioning*"))
     with open(path) as file:
-        text = file.read()
-    gathers = re.findall(r"= (\w+)\[([\d,]*)\]\{[^}]*\} all-gather\(", text)
-    return {"all_gathers": [f"{dtype}[{shape}]" for dtype, shape in gathers]}
+        return file.read()
 
 
 def transformer_scenarios() -> dict:
     model = _transformer()
     paths = [v.path for v in model.trainable_variables]
-    reference_losses, reference, _ = _run(model, None)
+    reference_losses, reference, reference_step, _ = _run(model, None)
+    reference_eval = float(jax.jit(reference_step.evaluate)(reference, (X, Y))["loss"])
     expected = [np.asarray(v, np.float64) for v in reference.trainable]
-    results = {"paths": paths, "reference_losses": reference_losses}
+    results = {"paths": paths, "reference_losses": reference_losses, "reference_eval_loss": reference_eval}
 
     dp_mesh = distribution.DeviceMesh((8,), ("batch",))
     mp_map = distribution.LayoutMap(distribution.DeviceMesh((2, 4), ("batch", "model")))
@@ -102,8 +119,9 @@ def transformer_scenarios() -> dict:
         "fsdp": distribution.FSDP(dp_mesh, min_weight_size=64),
         "data_model_parallel": distribution.ModelParallel(mp_map, batch_dim_name="batch"),
     }
+    dump = tempfile.mkdtemp()
     for name, dist in runs.items():
-        losses, state, step = _run(model, dist)
+        losses, state, step, compiled_text = _run(model, dist, dump if name == "fsdp" else None)
         diffs = [
             float(np.max(np.abs(np.asarray(v, np.float64) - e)) / (np.max(np.abs(e)) + 1e-12))
             for v, e in zip(state.trainable, expected, strict=True)
@@ -117,15 +135,12 @@ def transformer_scenarios() -> dict:
             "device_count": len(state.trainable[0].sharding.device_set),
             "iterations_spec": _spec(state.optimizer.iterations),
         }
+        if name == "data_parallel":  # evaluation: jit follows the sharded state and batch
+            batch = distribution.shard_batch((X, Y), dist)
+            results[name]["eval_loss"] = float(jax.jit(step.evaluate)(state, batch)["loss"])
         if name == "fsdp":
-            directory = tempfile.mkdtemp()
-            lowered = step.jitted.lower(state, (X, Y))
-            compiled = lowered.compile(
-                compiler_options={"xla_dump_to": directory, "xla_dump_hlo_pass_re": "spmd-partitioning"}
-            )
-            results[name]["partitioned"] = _collectives(directory)
-            final = re.findall(r"= (\w+)\[([\d,]*)\]\{[^}]*\} all-gather\(", compiled.as_text())
-            results[name]["compiled_all_gathers"] = [f"{d}[{s}]" for d, s in final]
+            results[name]["partitioned_all_gathers"] = _all_gathers(_partitioned_module(dump))
+            results[name]["compiled_all_gathers"] = _all_gathers(compiled_text)
         if name == "data_model_parallel":
             results["checkpoint"] = _checkpoint_scenario(model, step, state)
     return results
@@ -139,7 +154,7 @@ def _checkpoint_scenario(model: layers.Layer, step: training.TrainStep, state: t
     for key, layout in MODEL_PARALLEL_LAYOUT.items():
         other[key] = layout
     restored_step = training.make_train_step(
-        model, "mse", optimizers.Adam(1e-2), distribution=distribution.ModelParallel(other)
+        model, "mse", optimizers.SGD(0.1, momentum=0.9), distribution=distribution.ModelParallel(other)
     )
     restored = restored_step.restore(path)
     saved_leaves, restored_leaves = jax.tree.leaves(state), jax.tree.leaves(restored)

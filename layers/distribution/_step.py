@@ -48,8 +48,11 @@ class ShardedStep:
             mesh = self.distribution.device_mesh
             step = self._step
 
-            def distributed_train_step(state: Any, batch: Any) -> Any:  # the name shows in HLO dumps
+            def distributed_train_step(state: Any, batch: Any) -> Any:
                 return step(state, batch)
+
+            # The module name in HLO dumps and profiles: jit_distributed_train_step_FSDP, ...
+            distributed_train_step.__name__ += f"_{type(self.distribution).__name__}"
 
             jitted = jax.jit(
                 distributed_train_step,
