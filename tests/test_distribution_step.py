@@ -72,6 +72,9 @@ def test_sharded_transformer_step_matches_one_device(scenarios, run, specs):
     result = transformer[run]
     rtol, _ = tolerance("bfloat16")
     assert result["losses"] == pytest.approx(transformer["reference_losses"], rel=rtol)
+    # Much closer in fact: only the order of the float32 gradient sums differs, and the dropout
+    # masks are the one-device ones (other masks would move the loss by far more than this).
+    assert result["losses"] == pytest.approx(transformer["reference_losses"], rel=1e-5)
     assert result["max_relative_weight_difference"] < rtol
     assert result["device_count"] == 8
     assert result["variable_specs"] == specs
