@@ -25,11 +25,47 @@ _ENV_VALUES = {
 
 
 class DtypeUpcastWarning(UserWarning):
-    """A layer returned a floating output wider than its policy's output or compute dtype."""
+    """A layer returned a floating output wider than its policy's output or compute dtype.
+
+    Issued in strict mode `"warn"` (`set_strict(True)`) by a layer without sublayers.
+
+    Example:
+      >>> import warnings
+      >>> from layers import Layer
+      >>> class Widens(Layer):
+      ...     def call(self, x):
+      ...         return x.astype("float32")  # forgets the policy's bfloat16
+      >>> previous = strict_mode()
+      >>> set_strict("warn")
+      >>> with warnings.catch_warnings(record=True) as caught:
+      ...     warnings.simplefilter("always")
+      ...     _ = Widens(dtype="mixed_bfloat16")(jnp.ones(2))
+      >>> set_strict(previous)
+      >>> caught[0].category is DtypeUpcastWarning
+      True
+    """
 
 
 class DtypeUpcastError(TypeError):
-    """Strict mode "raise": a layer returned a floating output wider than its policy allows."""
+    """Strict mode "raise": a layer returned a floating output wider than its policy allows.
+
+    A `TypeError`; the message names the layer, the dtype it returned and the one its policy allows.
+
+    Example:
+      >>> from layers import Layer
+      >>> class Widens(Layer):
+      ...     def call(self, x):
+      ...         return x.astype("float32")
+      >>> previous = strict_mode()
+      >>> set_strict("raise")
+      >>> try:
+      ...     Widens(dtype="mixed_bfloat16")(jnp.ones(2))
+      ... except DtypeUpcastError as error:
+      ...     print("returned float32 output where its policy allows bfloat16" in str(error))
+      ... finally:
+      ...     set_strict(previous)
+      True
+    """
 
 
 def _mode_from_env() -> str:
@@ -65,7 +101,15 @@ def set_strict(mode: bool | str) -> None:
 
 
 def strict_mode() -> str:
-    """The current strict mode: `"off"`, `"warn"` or `"raise"`."""
+    """The current strict mode: `"off"`, `"warn"` or `"raise"`.
+
+    Example:
+      >>> previous = strict_mode()
+      >>> set_strict(True)
+      >>> strict_mode()
+      'warn'
+      >>> set_strict(previous)
+    """
     return _mode
 
 

@@ -40,8 +40,22 @@ MODES = ("int8", "float8")
 def strategy_for(policy: Any) -> QuantizationStrategy | None:
     """The strategy a policy's quantization mode asks for, or None for a plain policy.
 
+    Args:
+      policy: a policy (anything with a `quantization_mode`; plain policies have None).
+
+    Returns:
+      A `Float8Strategy` with the policy's recipe, history length and margin, an `Int8Strategy`,
+      or None.
+
     Raises:
       ValueError: the mode has no strategy (int4).
+
+    Example:
+      >>> import dtypepolicy as dp
+      >>> strategy_for(dp.get("float8_current_from_mixed_bfloat16"))
+      Float8Strategy(recipe='current', amax_history_length=None, margin=0)
+      >>> strategy_for(dp.get("bfloat16")) is None
+      True
     """
     mode = getattr(policy, "quantization_mode", None)
     if mode is None:

@@ -8,7 +8,24 @@ from typing import Any
 
 
 class UnmatchedPolicyKeyWarning(UserWarning):
-    """A `DTypePolicyMap` key matched no layer path of the model holding the map (a typo?)."""
+    """A `DTypePolicyMap` key matched no layer path of the model holding the map (a typo?).
+
+    Issued once, at the first call of the layer that holds the map; the message names each
+    unmatched key and the closest path.
+
+    Example:
+      >>> import warnings
+      >>> import layers
+      >>> policy_map = dp.DTypePolicyMap("mixed_bfloat16", {"net/haed": "float32"})
+      >>> model = layers.Sequential([layers.Dense(2, name="head")], dtype=policy_map, name="net")
+      >>> with warnings.catch_warnings(record=True) as caught:
+      ...     warnings.simplefilter("always")
+      ...     _ = model(jnp.ones((1, 3)))
+      >>> caught[0].category is UnmatchedPolicyKeyWarning
+      True
+      >>> "'net/haed' (did you mean 'net/head'?)" in str(caught[0].message)
+      True
+    """
 
 
 def warn_unmatched_keys(layer: Any) -> None:

@@ -29,6 +29,16 @@ class QuantizationDecision(NamedTuple):
       path: the layer's path.
       quantized: whether it was quantized by this call.
       reason: why (the new policy name, or why it was skipped).
+
+    Example:
+      >>> import layers
+      >>> model = layers.Sequential([layers.Dense(4, name="first"), layers.Dense(2, name="last")], name="m")
+      >>> _ = model(jnp.ones((1, 3)))
+      >>> first, last = model.quantize("int8", filter="m/last")
+      >>> first
+      QuantizationDecision(path='m/first', quantized=False, reason='excluded by the filter')
+      >>> last.quantized, last.reason
+      (True, 'int8_from_float32')
     """
 
     path: str

@@ -30,6 +30,15 @@ class AccumulationState(NamedTuple):
       micro_step: int32 count of micro-steps since the last update.
       gradients: float32 sums of the ordinary gradients, one per ordinary entry.
       maxima: element-wise maxima of the overwrite-with-gradient values, one per such entry.
+
+    Example:
+      >>> from layers import optimizers
+      >>> opt = optimizers.SGD(0.1, gradient_accumulation_steps=2)
+      >>> values = [jnp.ones(2)]
+      >>> state = opt.init(values)
+      >>> values, state = opt.stateless_apply(state, [jnp.ones(2)], values)  # the first micro-step
+      >>> int(state.accumulation.micro_step), state.accumulation.gradients[0].tolist(), int(state.iterations)
+      (1, [1.0, 1.0], 0)
     """
 
     micro_step: jax.Array
@@ -44,6 +53,16 @@ class OptimizerState(NamedTuple):
       iterations: int32 count of updates applied (a skipped or accumulating step does not count).
       inner: the optax transform's state over the ordinary (not overwrite-with-gradient) entries.
       accumulation: an `AccumulationState`, or None without gradient accumulation.
+
+    Example:
+      >>> from layers import optimizers
+      >>> opt = optimizers.Adam(1e-3)
+      >>> state = opt.init([jnp.ones(2)])
+      >>> type(state).__name__, int(state.iterations), state.accumulation
+      ('OptimizerState', 0, None)
+      >>> _, state = opt.stateless_apply(state, [jnp.ones(2)], [jnp.ones(2)])
+      >>> int(state.iterations)
+      1
     """
 
     iterations: jax.Array

@@ -33,6 +33,16 @@ class LossScaleState(NamedTuple):
     Attributes:
       inner: the wrapped optimizer's `OptimizerState`.
       loss_scale: a `dp.loss_scale.DynamicLossScale` (its scale and counter are leaves).
+
+    Example:
+      >>> from layers import optimizers
+      >>> opt = optimizers.LossScaleOptimizer(optimizers.SGD(0.1), initial_scale=2.0**10)
+      >>> state = opt.init([jnp.ones(2)])
+      >>> float(state.loss_scale.loss_scale), type(state.inner).__name__
+      (1024.0, 'OptimizerState')
+      >>> _, state = opt.stateless_apply(state, [jnp.full(2, jnp.inf)], [jnp.ones(2)])  # skipped
+      >>> float(state.loss_scale.loss_scale), int(state.inner.iterations)
+      (512.0, 0)
     """
 
     inner: OptimizerState
