@@ -21,6 +21,7 @@ float8 GEMMs. The sizes grow with the device: small on a CPU, hidden 8192 / widt
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
 import os
@@ -45,6 +46,10 @@ POLICIES = (
     "float8_current_from_mixed_bfloat16",
 )
 MODELS = ("mlp", "transformer")
+# A variant that is a policy traced under one CPU formulation of its bf16 products: what a CPU
+# without fast bf16 units runs (bf16 operands converted to float32 for a float32 dot).
+UPCAST = "mixed_bfloat16:upcast"
+_OVERRIDE = "DTYPEPOLICY_CPU_BF16_DOT"
 # The dtype whose peak a policy's matmuls are measured against.
 PEAK_DTYPE = {
     "float32": "float32",
@@ -52,6 +57,7 @@ PEAK_DTYPE = {
     "mixed_float16": "float16",
     "float8_from_mixed_bfloat16": "float8",
     "float8_current_from_mixed_bfloat16": "float8",
+    UPCAST: "bfloat16",
 }
 SHORT = {
     "float32": "float32",
@@ -59,7 +65,29 @@ SHORT = {
     "mixed_float16": "f16",
     "float8_from_mixed_bfloat16": "f8 delayed",
     "float8_current_from_mixed_bfloat16": "f8 current",
+    UPCAST: "bf16 upcast",
 }
+
+
+def default_policies(device: _device.Device) -> tuple[str, ...]:
+    """The five policies, and on a CPU also mixed_bfloat16 with its products upcast to float32."""
+    return POLICIES if device.platform != "cpu" else (*POLICIES[:2], UPCAST, *POLICIES[2:])
+
+
+@contextlib.contextmanager
+def _formulation_of(variant: str):
+    """Traces a variant "policy:formulation" under that CPU formulation (the override), restored after."""
+    _, _, formulation = variant.partition(":")
+    previous = os.environ.get(_OVERRIDE)
+    try:
+        if formulation:
+            os.environ[_OVERRIDE] = formulation
+        yield variant.partition(":")[0]
+    finally:
+        if previous is None:
+            os.environ.pop(_OVERRIDE, None)
+        else:
+            os.environ[_OVERRIDE] = previous
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,15 +174,17 @@ def build(policy: str, model: str, dims: dict[str, int], data: tuple) -> tuple[t
     """`((step, state, batch), first_call_s)`: the model's train step, compiled and run once."""
     from layers import losses, optimizers, training
 
-    network = _model(policy, model, dims)
-    network(data[0][:1])
-    step = training.make_train_step(
-        network, losses.SparseCategoricalCrossentropy(from_logits=True), optimizers.Adam(1e-3)
-    )
-    state = step.init_state()
-    start = time.perf_counter()
-    state, _ = step.jitted(state, data)
-    jax.block_until_ready(state)
+    with _formulation_of(policy) as policy_name:
+        network = _model(policy_name, model, dims)
+        network(data[0][:1])
+        step = training.make_train_step(
+            network, losses.SparseCategoricalCrossentropy(from_logits=True), optimizers.Adam(1e-3)
+        )
+        state = step.init_state()
+        start = time.perf_counter()
+        # Traced here, so the variant's formulation is the one compiled (later calls reuse it).
+        state, _ = step.jitted(state, data)
+        jax.block_until_ready(state)
     return (step, state, data), time.perf_counter() - start
 
 
@@ -190,7 +220,7 @@ def run(
     quick: bool = True,
     *,
     models: tuple[str, ...] = MODELS,
-    policies: tuple[str, ...] = POLICIES,
+    policies: tuple[str, ...] | None = None,
     mlp: dict[str, int] | None = None,
     transformer: dict[str, int] | None = None,
     rounds: int | None = None,
@@ -202,13 +232,15 @@ def run(
       device: where it runs (`_device.detect()`).
       quick: the short, report-sized run.
       models: of "mlp", "transformer".
-      policies: policy names; "float32" gives the reference of the ratios.
+      policies: policy names; "float32" gives the reference of the ratios. A name may carry a CPU
+        formulation of its bf16 products, "mixed_bfloat16:upcast". Default: `default_policies(device)`.
       mlp, transformer: sizes replacing the device's defaults (keys as in `sizes`).
       rounds, steps: rounds, and steps per variant per round (default: enough for the round target).
     """
     for model in models:
         if model not in MODELS:
             raise ValueError(f"models must be among {MODELS}, received {model!r}.")
+    policies = default_policies(device) if policies is None else tuple(policies)
     sizing = sizes(device, quick)
     dims = {"mlp": {**sizing.mlp, **(mlp or {})}, "transformer": {**sizing.transformer, **(transformer or {})}}
     if rounds is not None:
@@ -257,7 +289,8 @@ def _load() -> float | None:
 def _describe(policy: str) -> str:
     import dtypepolicy as dp
 
-    text = dp.describe_dot(policy)
+    with _formulation_of(policy) as policy_name:
+        text = dp.describe_dot(policy_name)
     if PEAK_DTYPE.get(policy) == "float8":
         text += " Projections: E4M3 inputs and kernels, E5M2 output gradients, quantize-dequantize before it."
     return text
@@ -308,6 +341,11 @@ def _why_slower(policy: str, platform: str, formulation: str) -> str:
             return (
                 "a CPU has no float16 dot: the products are float32 dots on float16-rounded operands, plus the "
                 "casts and the loss scaling"
+            )
+        if policy == UPCAST:
+            return (
+                "its bf16 operands are converted to float32 for float32 dots (what a CPU without fast bf16 units "
+                "runs), so the casts come on top of float32 speed"
             )
         if kind == "bfloat16" and "native" not in formulation:
             return (
@@ -436,7 +474,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """--quick, the models and policies, and the sizes."""
     parser.add_argument("--quick", action="store_true", help="the short, report-sized run")
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated, of %(default)s")
-    parser.add_argument("--policies", default=",".join(POLICIES), help="comma-separated policy names")
+    parser.add_argument(
+        "--policies",
+        default=None,
+        help=f"comma-separated policy names (default: {','.join(POLICIES)}; on a CPU also {UPCAST})",
+    )
     parser.add_argument("--rounds", type=int, default=None, help="rotating rounds (default: by device)")
     parser.add_argument("--steps", type=int, default=None, help="steps per variant per round (default: ~round target)")
     parser.add_argument("--mlp-width", type=int, default=None)
@@ -470,7 +512,7 @@ def main(options: argparse.Namespace) -> int:
         device,
         quick=options.quick,
         models=tuple(options.models.split(",")),
-        policies=tuple(options.policies.split(",")),
+        policies=None if options.policies is None else tuple(options.policies.split(",")),
         mlp=mlp,
         transformer=transformer,
         rounds=options.rounds,

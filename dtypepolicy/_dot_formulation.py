@@ -177,7 +177,11 @@ def _cpu(algorithm: str) -> DotFormulation:
             algorithm, "cpu", "float32", "float32", highest, "float32", "float32", f"{algorithm} on cpu: {what}."
         )
     why = {
-        "bfloat16": "no fast bf16 units here; every bf16 product is exact in float32",
+        "bfloat16": (
+            f"{_CPU_BF16_OVERRIDE}=upcast; every bf16 product is exact in float32"
+            if "amx_bf16" in _cpu_flags()
+            else "no fast bf16 units here; every bf16 product is exact in float32"
+        ),
         "float16": "every f16 product is exact in float32",
         "tf32": "every TF32 product is exact in float32",
     }[rounding]

@@ -159,6 +159,25 @@ def test_describe_dot_on_cpu_follows_the_override(override, word, monkeypatch):
     assert text.startswith("BF16_BF16_F32 on cpu") and word in text
 
 
+@pytest.mark.parametrize(
+    ("flags", "reason"),
+    [({"amx_bf16"}, "DTYPEPOLICY_CPU_BF16_DOT=upcast"), (set(), "no fast bf16 units here")],
+)
+def test_describe_dot_says_why_bf16_is_upcast_on_cpu(flags, reason, monkeypatch):
+    # On a CPU with AMX the upcast only runs because the override asked for it: saying "no fast
+    # bf16 units here" would be false there.
+    from dtypepolicy import _dot_formulation
+
+    monkeypatch.setattr(_dot_formulation, "_cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setenv(OVERRIDE, "upcast")
+    _dot_formulation._formulation.cache_clear()
+    try:
+        text = dp.describe_dot(dp.get("mixed_bfloat16"), backend="cpu")
+    finally:
+        _dot_formulation._formulation.cache_clear()
+    assert "converted to float32" in text and reason in text, text
+
+
 def test_describe_dot_of_an_integer_policy_says_it_has_no_algorithm():
     assert "int32" in dp.describe_dot("int32") and "not floating" in dp.describe_dot("int32")
 
