@@ -55,6 +55,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -773,10 +774,12 @@ def run(
     baseline: str | Path | None = None,
     seed: int = 0,
     create_baseline: bool = False,
+    workers: int = 2,
 ) -> dict[str, Any]:
     """Every case under every policy: rows gated against bounds and the baseline (the device's by default).
 
     A `baseline` path that does not exist is an error unless `create_baseline` (the run will write it).
+    `workers` cases are measured at a time, in threads (1: one after the other).
     """
     import dtypepolicy as dp
 
@@ -799,14 +802,25 @@ def run(
     rows: list[dict[str, Any]] = []
     from benchmarks import _results
 
-    with _results.progress("precision", len(selected)) as bar:
-        for index, case in enumerate(selected):
-            rows += _rows_for(
-                case.name, case.build, case.inputs, policies, reference=case.reference, weights=None,
-                call_kwargs=case.call_kwargs, bounded=case.bounded, quantizable=case.quantizable,
-                round_inputs=case.round_inputs, forward_only=("int8",), seed=seed + 100 * index, group=group,
-            )  # fmt: skip
-            bar.advance(case.name)
+    def measure(index: int) -> list[dict[str, Any]]:
+        case = selected[index]
+        return _rows_for(
+            case.name, case.build, case.inputs, policies, reference=case.reference, weights=None,
+            call_kwargs=case.call_kwargs, bounded=case.bounded, quantizable=case.quantizable,
+            round_inputs=case.round_inputs, forward_only=("int8",), seed=seed + 100 * index, group=group,
+        )  # fmt: skip
+
+    # The time goes into XLA compiling one jitted gradient per (layer, policy), which releases the
+    # GIL: two cases at a time use both cores of a 2-core machine. Results keep the case order.
+    # The models come last in the list and cost the most: started first, they do not run alone at the end.
+    by_index: dict[int, list[dict[str, Any]]] = {}
+    with _results.progress("precision", len(selected)) as bar, ThreadPoolExecutor(max(1, workers)) as pool:
+        futures = {pool.submit(measure, index): index for index in reversed(range(len(selected)))}
+        for future in as_completed(futures):
+            by_index[futures[future]] = future.result()
+            bar.advance(selected[futures[future]].name)
+    for index in range(len(selected)):
+        rows += by_index[index]
     _gate(rows, stored)
     return {
         "sizes": group,
@@ -847,7 +861,8 @@ def render(result: Mapping[str, Any]) -> str:
         )
         if result.get("float8_emulated"):
             parts.append(
-                "float8 and int8 run emulated on this CPU (the numerics are those of a GPU's, the speed is not)."
+                "float8 and int8 are emulated on this CPU (quantize-dequantize around float products): the same "
+                "quantization roundings as on a GPU, a different accumulation order."
             )
         if not result.get("baseline_found"):
             parts.append(f"no baseline at {result['baseline']}: rows are 'new'; write one with --update-baseline.")
@@ -895,7 +910,7 @@ def plot(result: Mapping[str, Any], out: Path) -> list[Path]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """--quick, --policies, --layers, --baseline, --update-baseline, --seed."""
+    """--quick, --policies, --layers, --baseline, --update-baseline, --seed, --workers."""
     parser.add_argument("--quick", action="store_true", help="small sizes (what `make demo` runs)")
     parser.add_argument("--policies", default=",".join(POLICIES), help="comma-separated policy names (%(default)s)")
     parser.add_argument("--layers", default=None, help="comma-separated layer names (default: all)")
@@ -904,6 +919,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--update-baseline", action="store_true", help="rewrite this run's baseline entries")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=2, help="cases measured at a time, in threads (%(default)s)")
 
 
 def main(options: argparse.Namespace) -> int:
@@ -913,7 +929,8 @@ def main(options: argparse.Namespace) -> int:
     device = _device.detect()
     chosen = None if options.layers is None else [name.strip() for name in options.layers.split(",")]
     result = run(device, options.quick, policies=options.policies, layers=chosen, baseline=options.baseline,
-                 seed=options.seed, create_baseline=options.update_baseline)  # fmt: skip
+                 seed=options.seed, create_baseline=options.update_baseline,
+                 workers=getattr(options, "workers", 2))  # fmt: skip
     if options.update_baseline:
         path = write_baseline(result["rows"], result["baseline"], device.slug)
         _gate(result["rows"], load_baseline(path))
