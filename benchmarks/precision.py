@@ -746,7 +746,7 @@ def check(
         )
     if isinstance(baseline, str | Path):
         baseline = load_baseline(baseline)
-    inputs = tuple(inputs) if isinstance(inputs, tuple | list) else (inputs,)
+    inputs = inputs if isinstance(inputs, tuple) else (inputs,)
     inputs = tuple(np.asarray(x, np.float32) if _is_float(x) else np.asarray(x) for x in inputs)
     rows = _rows_for(
         name, model, inputs, policies, reference=None, weights=weights, call_kwargs=call_kwargs or {},
@@ -901,11 +901,12 @@ def plot(result: Mapping[str, Any], out: Path) -> list[Path]:
                 axis.bar(xs, errors, width, label=policy)
                 axis.scatter(xs, floors, marker="_", color="black", s=60, zorder=3)
         axis.set_yscale("log")
-        axis.set_title(f"{quantity}: relative error vs float64 (ticks: one-rounding floor; no bar: exact)")
+        axis.set_title(f"{quantity}: relative error vs float64 (ticks: one-rounding floor; no bar: 0 or n/a)")
         axis.set_xticks(range(len(models)))
         axis.set_xticklabels(models, rotation=20, ha="right", fontsize=8)
-    axes[0].legend(fontsize=7, ncol=3)
-    figure.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="upper center", ncol=min(len(policies), 3), fontsize=8)
+    figure.tight_layout(rect=(0, 0, 1, 1 - 0.15 / len(quantities)))
     return [_results.save_figure(figure, out, "precision")]
 
 
