@@ -9,7 +9,7 @@ state (counters, the loss scale) is replicated.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -22,7 +22,7 @@ from layers.distribution._mesh import replicated
 from layers.optimizers._base import AccumulationState, Optimizer, OptimizerState
 from layers.optimizers._loss_scale import LossScaleOptimizer, LossScaleState
 
-__all__ = ["check_distribution", "shard_batch", "shard_train_state", "train_state_shardings"]
+__all__ = ["check_distribution", "init_sharded_state", "shard_batch", "shard_train_state", "train_state_shardings"]
 
 
 def check_distribution(distribution: Any) -> Distribution:
@@ -96,6 +96,19 @@ def train_state_shardings(step: Any, state: Any, distribution: Distribution) -> 
         optimizer=optimizer,
         step=rep,
     )
+
+
+def init_sharded_state(
+    step: Any, make_state: Callable[[list, list], Any], values: tuple[list, list], distribution: Distribution
+) -> Any:
+    """`make_state(trainable, non_trainable)` (a fresh `TrainState`) computed under `jax.jit` into its shardings.
+
+    The values go in with their variables' shardings and the optimizer's slots are created on their
+    shards: Adam's moments of an FSDP model never exist whole on one device.
+    """
+    shardings = train_state_shardings(step, jax.eval_shape(make_state, *values), distribution)
+    jitted = jax.jit(make_state, in_shardings=(shardings.trainable, shardings.non_trainable), out_shardings=shardings)
+    return jitted(*values)
 
 
 def shard_train_state(step: Any, state: Any, distribution: Distribution) -> Any:

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from layers import losses as _losses
 from layers._base._layer import Layer
-from layers.distribution._state import check_distribution, shard_train_state
+from layers.distribution._state import check_distribution, init_sharded_state, shard_train_state
 from layers.distribution._step import ShardedStep
 from layers.losses._base import reduce_weighted
 from layers.optimizers import LossScaleOptimizer, Optimizer
@@ -110,8 +110,13 @@ class TrainStep:
         trainable = [jnp.array(v._read_storage(), copy=True) for v in self.model.trainable_variables]
         non_trainable = [jnp.array(v._read_storage(), copy=True) for v in self.model.non_trainable_variables]
         self.optimizer.build(self.model.trainable_variables)
-        state = TrainState(trainable, non_trainable, self.optimizer.init(trainable), jnp.zeros((), jnp.int32))
-        return self._placed(state)
+
+        def fresh(trainable: list, non_trainable: list) -> TrainState:
+            return TrainState(trainable, non_trainable, self.optimizer.init(trainable), jnp.zeros((), jnp.int32))
+
+        if self.distribution is not None:  # made under jit into its shardings: slots created on their shards
+            return init_sharded_state(self, fresh, (trainable, non_trainable), self.distribution)
+        return fresh(trainable, non_trainable)
 
     def _placed(self, state: TrainState) -> TrainState:
         return state if self.distribution is None else shard_train_state(self, state, self.distribution)
@@ -142,11 +147,13 @@ class TrainStep:
         """The state saved by `save`, checked against this model: every path, shape and dtype."""
         fresh = self.init_state()
         keyed = restore_checkpoint(path, like=self._by_path(fresh))
-        trainable = [jnp.asarray(keyed["trainable"][v.path]) for v in self.model.trainable_variables]
-        non_trainable = [jnp.asarray(keyed["non_trainable"][v.path]) for v in self.model.non_trainable_variables]
-        optimizer = jax.tree.map(jnp.asarray, keyed["optimizer"])
-        # Under a distribution the values go onto this step's mesh, whatever mesh saved them.
-        return self._placed(TrainState(trainable, non_trainable, optimizer, jnp.asarray(keyed["step"])))
+        # Under a distribution the host arrays go straight onto this step's mesh, each device taking
+        # its shard, whatever mesh saved them.
+        array = jnp.asarray if self.distribution is None else (lambda host: host)
+        trainable = [array(keyed["trainable"][v.path]) for v in self.model.trainable_variables]
+        non_trainable = [array(keyed["non_trainable"][v.path]) for v in self.model.non_trainable_variables]
+        optimizer = jax.tree.map(array, keyed["optimizer"])
+        return self._placed(TrainState(trainable, non_trainable, optimizer, array(keyed["step"])))
 
     def _by_path(self, state: TrainState) -> dict[str, Any]:
         trainable, non_trainable = self.model.trainable_variables, self.model.non_trainable_variables
