@@ -55,7 +55,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -623,23 +623,28 @@ def write_baseline(rows: Sequence[Mapping[str, Any]], path: str | Path, device: 
     return path
 
 
-def _rows_for(
+@dataclasses.dataclass
+class _Prepared:
+    """One model's fixed data and its float64 oracle: everything the policies' rows share."""
+
+    weights: list[np.ndarray]
+    paths: list[str]
+    cotangent: np.ndarray
+    exact_of: Callable[..., dict[str, Any]]
+    exact: dict[str, Any]
+    on_rounded: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # by compute dtype
+
+
+def _prepare(
     name: str,
     build: Callable[[str], Any],
-    inputs: Sequence[np.ndarray],
-    policies: Sequence[str],
-    *,
+    inputs: tuple[np.ndarray, ...],
     reference: Callable[..., Any] | None,
     weights: Sequence[np.ndarray] | None,
     call_kwargs: Mapping[str, Any],
-    bounded: Sequence[str],
-    quantizable: bool,
-    round_inputs: bool,
-    forward_only: Sequence[str],
     seed: int,
-    group: str,
-) -> list[dict[str, Any]]:
-    inputs = tuple(inputs)
+) -> _Prepared:
+    """Weights (drawn or given), the cotangent, and the oracle's output and gradients."""
     reference_layer = _built(build, "float32", inputs, call_kwargs)
     if weights is None:
         weights = _draw_weights(reference_layer, seed)
@@ -662,32 +667,80 @@ def _rows_for(
 
         exact_of = _exact_function(oracle, inputs)
         exact = exact_of(weights, inputs, cotangent)
-        rounded_by_compute: dict[str, dict[str, Any]] = {}
+    return _Prepared(list(weights), paths, cotangent, exact_of, exact)
 
+
+def _applies(policy: str, quantizable: bool) -> bool:
+    """Whether a policy has rows for a model: quantized ones only for models with a quantized form."""
+    return quantizable or _quantization(policy)[0] is None
+
+
+def _forward_only(policy: str, forward_only: Sequence[str]) -> bool:
+    return any(policy.startswith(prefix) for prefix in forward_only)
+
+
+def _policy_rows(
+    name: str,
+    inputs: tuple[np.ndarray, ...],
+    prepared: _Prepared,
+    policy: str,
+    got: dict[str, Any],
+    *,
+    bounded: Sequence[str],
+    round_inputs: bool,
+    group: str,
+) -> list[dict[str, Any]]:
+    """The rows of one (model, policy) from its measurement and the model's oracle and floor."""
+    mode, _ = _quantization(policy)
+    compute = _compute_dtype(policy)
+    if compute not in prepared.on_rounded:
+        rounded_w = [
+            round_to(w, compute) if _rounds_in_compute(p) else w
+            for w, p in zip(prepared.weights, prepared.paths, strict=True)
+        ]
+        rounded_x = [round_to(x, compute) if _is_float(x) and round_inputs else x for x in inputs]
+        with jax.enable_x64(True):
+            prepared.on_rounded[compute] = prepared.exact_of(rounded_w, rounded_x, prepared.cotangent)
+    input_dtypes = [str(np.asarray(x).dtype) for x in inputs if _is_float(x)]
+    measured = _quantities(got, prepared.exact, prepared.on_rounded[compute], compute, input_dtypes, round_inputs)
+    rows = []
+    for quantity, (error, floor) in measured.items():
+        claimed = mode is None and quantity in bounded
+        rows.append({
+            "model": name, "policy": policy, "quantity": quantity, "error": error, "floor": floor,
+            "bound": floor + FLOAT32_ALLOWANCE if claimed else None,
+            "key": f"{group} | {name} | {policy} | {quantity}",
+        })  # fmt: skip
+    return rows
+
+
+def _rows_for(
+    name: str,
+    build: Callable[[str], Any],
+    inputs: Sequence[np.ndarray],
+    policies: Sequence[str],
+    *,
+    reference: Callable[..., Any] | None,
+    weights: Sequence[np.ndarray] | None,
+    call_kwargs: Mapping[str, Any],
+    bounded: Sequence[str],
+    quantizable: bool,
+    round_inputs: bool,
+    forward_only: Sequence[str],
+    seed: int,
+    group: str,
+) -> list[dict[str, Any]]:
+    """Every row of one model, one policy after the other."""
+    inputs = tuple(inputs)
+    prepared = _prepare(name, build, inputs, reference, weights, call_kwargs, seed)
     rows = []
     for policy in policies:
-        mode, _ = _quantization(policy)
-        if mode is not None and not quantizable:
-            continue
-        compute = _compute_dtype(policy)
-        only_forward = any(policy.startswith(prefix) for prefix in forward_only)
-        got = _measure(build, policy, inputs, weights, cotangent, call_kwargs, only_forward)
-        if compute not in rounded_by_compute:
-            rounded_w = [
-                round_to(w, compute) if _rounds_in_compute(p) else w for w, p in zip(weights, paths, strict=True)
-            ]
-            rounded_x = [round_to(x, compute) if _is_float(x) and round_inputs else x for x in inputs]
-            with jax.enable_x64(True):
-                rounded_by_compute[compute] = exact_of(rounded_w, rounded_x, cotangent)
-        input_dtypes = [str(np.asarray(x).dtype) for x in inputs if _is_float(x)]
-        measured = _quantities(got, exact, rounded_by_compute[compute], compute, input_dtypes, round_inputs)
-        for quantity, (error, floor) in measured.items():
-            claimed = mode is None and quantity in bounded
-            rows.append({
-                "model": name, "policy": policy, "quantity": quantity, "error": error, "floor": floor,
-                "bound": floor + FLOAT32_ALLOWANCE if claimed else None,
-                "key": f"{group} | {name} | {policy} | {quantity}",
-            })  # fmt: skip
+        if _applies(policy, quantizable):
+            only_forward = _forward_only(policy, forward_only)
+            got = _measure(build, policy, inputs, prepared.weights, prepared.cotangent, call_kwargs, only_forward)
+            rows += _policy_rows(
+                name, inputs, prepared, policy, got, bounded=bounded, round_inputs=round_inputs, group=group
+            )
     return rows
 
 
@@ -779,7 +832,7 @@ def run(
     """Every case under every policy: rows gated against bounds and the baseline (the device's by default).
 
     A `baseline` path that does not exist is an error unless `create_baseline` (the run will write it).
-    `workers` cases are measured at a time, in threads (1: one after the other).
+    `workers` (layer, policy) pairs are measured at a time, in threads (1: one after the other).
     """
     import dtypepolicy as dp
 
@@ -802,25 +855,51 @@ def run(
     rows: list[dict[str, Any]] = []
     from benchmarks import _results
 
-    def measure(index: int) -> list[dict[str, Any]]:
+    forward_only = ("int8",)
+    tasks = [
+        (i, policy) for i, case in enumerate(selected) for policy in policies if _applies(policy, case.quantizable)
+    ]
+
+    def prepare(index: int) -> _Prepared:
         case = selected[index]
-        return _rows_for(
-            case.name, case.build, case.inputs, policies, reference=case.reference, weights=None,
-            call_kwargs=case.call_kwargs, bounded=case.bounded, quantizable=case.quantizable,
-            round_inputs=case.round_inputs, forward_only=("int8",), seed=seed + 100 * index, group=group,
-        )  # fmt: skip
+        return _prepare(case.name, case.build, case.inputs, case.reference, None, case.call_kwargs, seed + 100 * index)
+
+    def measure(index: int, policy: str, prepared: _Prepared) -> dict[str, Any]:
+        case = selected[index]
+        only_forward = _forward_only(policy, forward_only)
+        return _measure(
+            case.build, policy, case.inputs, prepared.weights, prepared.cotangent, case.call_kwargs, only_forward
+        )
 
     # The time goes into XLA compiling one jitted gradient per (layer, policy), which releases the
-    # GIL: two cases at a time use both cores of a 2-core machine. Results keep the case order.
-    # The models come last in the list and cost the most: started first, they do not run alone at the end.
-    by_index: dict[int, list[dict[str, Any]]] = {}
-    with _results.progress("precision", len(selected)) as bar, ThreadPoolExecutor(max(1, workers)) as pool:
-        futures = {pool.submit(measure, index): index for index in reversed(range(len(selected)))}
-        for future in as_completed(futures):
-            by_index[futures[future]] = future.result()
-            bar.advance(selected[futures[future]].name)
-    for index in range(len(selected)):
-        rows += by_index[index]
+    # GIL: `workers` threads compile side by side (2 use both cores of a 2-core machine). Every
+    # (layer, policy) is its own task, the models' first, so no long one runs alone at the end;
+    # the floors and rows are then made in order, in this thread.
+    prepared: dict[int, _Prepared] = {}
+    measured: dict[tuple[int, str], dict[str, Any]] = {}
+    with _results.progress("precision", len(tasks)) as bar, ThreadPoolExecutor(max(1, workers)) as pool:
+        preparing = {pool.submit(prepare, index): index for index in reversed(range(len(selected)))}
+        measuring: dict[Any, tuple[int, str]] = {}
+        pending = set(preparing)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                if future in preparing:
+                    index = preparing[future]
+                    prepared[index] = future.result()
+                    for task in (t for t in tasks if t[0] == index):
+                        submitted = pool.submit(measure, *task, prepared[index])
+                        measuring[submitted] = task
+                        pending.add(submitted)
+                else:
+                    measured[measuring[future]] = future.result()
+                    bar.advance(f"{selected[measuring[future][0]].name} {measuring[future][1]}")
+    for index, policy in tasks:
+        case = selected[index]
+        rows += _policy_rows(
+            case.name, case.inputs, prepared[index], policy, measured[index, policy], bounded=case.bounded,
+            round_inputs=case.round_inputs, group=group,
+        )  # fmt: skip
     _gate(rows, stored)
     return {
         "sizes": group,
@@ -920,7 +999,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--update-baseline", action="store_true", help="rewrite this run's baseline entries")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=2, help="cases measured at a time, in threads (%(default)s)")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="(layer, policy) pairs measured at a time, in threads (%(default)s)"
+    )
 
 
 def main(options: argparse.Namespace) -> int:
