@@ -955,6 +955,48 @@ def render(result: Mapping[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def exit_code(result: Mapping[str, Any]) -> int:
+    """1 when a row failed its bound or its baseline, else 0 (what `report` and CI return)."""
+    return 1 if any(row["status"].startswith("FAIL") for row in result["rows"]) else 0
+
+
+def summary_lines(result: Mapping[str, Any]) -> list[str]:
+    """The report's recommendation lines: the gate's verdict and what each policy costs in accuracy."""
+    rows = result["rows"]
+    failing = [row for row in rows if row["status"].startswith("FAIL")]
+    lines = [
+        f"Precision gate: {len(failing)} of {len(rows)} rows fail ({', '.join(sorted({r['key'] for r in failing}))})."
+        if failing
+        else f"Precision gate: all {len(rows)} rows pass (1.1x the one-rounding bound where one is claimed"
+        + (", 1.1x the stored baseline)." if result.get("baseline_found", True) else "; no baseline for this device).")
+    ]
+
+    def ratios(policy: str, bounded: bool | None = None) -> list[float]:
+        return [
+            row["error"] / row["floor"]
+            for row in rows
+            if row["policy"] == policy
+            and row["quantity"] == "output"
+            and row["floor"] > 0
+            and (bounded is None or (row["bound"] is not None) == bounded)
+        ]
+
+    for policy in ("mixed_bfloat16", "mixed_float16"):
+        one, chained = ratios(policy, True), ratios(policy, False)
+        if one or chained:
+            parts = []
+            if one:
+                parts.append(f"one-rounding layers at {min(one):.2f}-{max(one):.2f}x their floor")
+            if chained:
+                parts.append(f"attention and models at {min(chained):.2f}-{max(chained):.2f}x")
+            lines.append(f"{policy} outputs: " + "; ".join(parts) + ".")
+    quantized = [p for p in dict.fromkeys(row["policy"] for row in rows) if _quantization(p)[0] is not None]
+    if quantized:
+        costs = [f"{p} {min(ratios(p)):.0f}-{max(ratios(p)):.0f}x" for p in quantized if ratios(p)]
+        lines.append("Quantized outputs against the bfloat16 floor: " + ", ".join(costs) + ".")
+    return lines
+
+
 def plot(result: Mapping[str, Any], out: Path) -> list[Path]:
     """One panel per quantity: error per layer and policy (log scale), the one-rounding floor as ticks."""
     from benchmarks import _results
@@ -1024,4 +1066,4 @@ def main(options: argparse.Namespace) -> int:
     written += plot(result, options.out)
     for path in written:
         print(f"wrote {path}")
-    return 0 if not any(row["status"].startswith("FAIL") for row in result["rows"]) else 1
+    return exit_code(result)

@@ -110,6 +110,18 @@ def test_an_error_past_1_1_times_its_bound_fails_and_is_listed():
     assert text.splitlines()[-1].endswith("FAIL bound") and "1 failing row(s):" in text
 
 
+def test_report_hooks_give_the_exit_code_and_name_the_failing_rows():
+    floor = 2.0e-3
+    rows = [_row(floor, floor, key="fine"), _row(2 * floor, floor, key="Dense | mixed_bfloat16 | output")]
+    precision._gate(rows, None)
+    result = {"rows": rows, "baseline_found": False}
+    assert precision.exit_code(result) == 1
+    assert precision.summary_lines(result)[0] == "Precision gate: 1 of 2 rows fail (Dense | mixed_bfloat16 | output)."
+    assert "at 1.00-2.00x their floor" in precision.summary_lines(result)[1]
+    result = {"rows": rows[:1], "baseline_found": False}
+    assert precision.exit_code(result) == 0 and "no baseline for this device" in precision.summary_lines(result)[0]
+
+
 def test_a_regression_past_the_baseline_fails_with_its_slack():
     baseline = {"a": 1e-3, "b": 1e-3, "c": 0.0, "d": 0.0}
     allowed = precision.BASELINE_FACTOR * 1e-3 + precision.BASELINE_FLOOR
