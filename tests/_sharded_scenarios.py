@@ -118,6 +118,7 @@ def transformer_scenarios() -> dict:
         "data_parallel": distribution.DataParallel(dp_mesh),
         "fsdp": distribution.FSDP(dp_mesh, min_weight_size=64),
         "data_model_parallel": distribution.ModelParallel(mp_map, batch_dim_name="batch"),
+        "fsdp_model_parallel": distribution.FSDP(layout_map=mp_map, min_weight_size=64),
     }
     dump = tempfile.mkdtemp()
     for name, dist in runs.items():

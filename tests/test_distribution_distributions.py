@@ -129,3 +129,31 @@ def test_bad_arguments_name_the_value():
         DataParallel().get_variable_layout(3)
     with pytest.raises(TypeError, match=r"distribution must be a layers.distribution.Distribution .* received 'dp'"):
         training.make_train_step(_model(), "mse", optimizers.SGD(0.1), distribution="dp")
+
+
+def test_fsdp_on_top_of_a_layout_map_adds_the_batch_axis_to_an_unsplit_dimension():
+    layout_map = LayoutMap(DeviceMesh((1, 1), ("batch", "model")))
+    layout_map[".*wide"] = (None, "model")
+    layout_map[".*small"] = ("model",)
+    layout_map[".*taken"] = ("batch", None)
+    distribution = FSDP(layout_map=layout_map, min_weight_size=16)
+    assert distribution.device_mesh is layout_map.device_mesh and distribution.batch_dim_name == "batch"
+
+    def spec(shape, name):
+        return distribution.get_variable_layout(dp.Variable(jnp.zeros(shape), name=name)).spec
+
+    assert spec((3, 64), "wide") == P("batch", "model")  # the map's axis kept, "batch" on the other dimension
+    assert spec((8,), "small") == P("model")  # under min_weight_size: the map's layout alone
+    assert spec((8, 8), "taken") == P("batch", None)  # the map already splits it over "batch"
+    assert spec((8, 32), "other") == P(None, "batch")  # unmatched: FSDP alone
+
+
+def test_fsdp_layout_map_arguments_are_checked():
+    layout_map = LayoutMap(DeviceMesh((1, 1), ("batch", "model")))
+    layout_map[".*kernal"] = (None, "model")
+    with pytest.raises(ValueError, match=r"LayoutMap keys \['\.\*kernal'\] match no variable"):
+        FSDP(layout_map=layout_map).variable_layouts(_model().trainable_variables)
+    with pytest.raises(ValueError, match=r"FSDP: device_mesh \{'batch': 1\} is not the layout map's mesh"):
+        FSDP(DeviceMesh((1,), ("batch",)), layout_map=layout_map)
+    with pytest.raises(TypeError, match=r"FSDP layout_map must be a layers.distribution.LayoutMap, received \{\}"):
+        FSDP(layout_map={})

@@ -43,6 +43,19 @@ FSDP_SPECS += [[None, "batch"], [], ["batch"], []]
 # The Megatron-style layout map of the scenario (heads and the MLP's hidden units over "model").
 MODEL_SPECS = [[], [], [None, "model"], ["model"], [None, "model"], ["model"], [None, "model"], ["model"]]
 MODEL_SPECS += [["model"], [], [], [], [None, "model"], ["model"], ["model"], []]
+# FSDP over "batch" on top of that map: each weight of >= 64 elements gains "batch" on its largest unsplit dimension.
+FSDP_MODEL_SPECS = [[], [], ["batch", "model"], ["model"], ["batch", "model"], ["model"], ["batch", "model"]]
+FSDP_MODEL_SPECS += [
+    ["model"],
+    ["model", None, "batch"],
+    [],
+    [],
+    [],
+    ["batch", "model"],
+    ["model"],
+    ["model", "batch"],
+    [],
+]
 SHARDED_KERNELS = {"bf16[16,4,4]": 3, "bf16[4,4,16]": 1, "bf16[16,32]": 1, "bf16[32,16]": 1}
 
 
@@ -64,7 +77,12 @@ def scenarios():
 
 @pytest.mark.parametrize(
     ("run", "specs"),
-    [("data_parallel", REPLICATED), ("fsdp", FSDP_SPECS), ("data_model_parallel", MODEL_SPECS)],
+    [
+        ("data_parallel", REPLICATED),
+        ("fsdp", FSDP_SPECS),
+        ("data_model_parallel", MODEL_SPECS),
+        ("fsdp_model_parallel", FSDP_MODEL_SPECS),
+    ],
 )
 def test_sharded_transformer_step_matches_one_device(scenarios, run, specs):
     transformer = scenarios["transformer"]

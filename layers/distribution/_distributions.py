@@ -66,6 +66,8 @@ class Distribution:
       batch_dim_name: the mesh axis (or tuple of axes) a batch's first dimension is split over.
     """
 
+    layout_map: LayoutMap | None = None
+
     def __init__(self, device_mesh: Mesh, batch_dim_name: Any = None) -> None:
         self.device_mesh = check_mesh(device_mesh, type(self).__name__)
         self.batch_dim_name = _batch_axes(self.device_mesh, batch_dim_name, type(self).__name__)
@@ -109,7 +111,16 @@ class Distribution:
         return NamedSharding(self.device_mesh, spec)
 
     def variable_layouts(self, variables: Sequence[dp.Variable]) -> list[NamedSharding]:
-        """`get_variable_layout` of each variable (a whole model's: a strict layout map checks its keys here)."""
+        """Each variable's layout; with a strict layout map, a key matching none of them is a ValueError."""
+        if self.layout_map is not None and self.layout_map.strict:
+            paths = [v.path or v.name for v in variables]
+            unmatched = self.layout_map.unmatched_keys(paths)
+            if unmatched:
+                shown = ", ".join(repr(p) for p in paths[:6]) + (", ..." if len(paths) > 6 else "")
+                raise ValueError(
+                    f"LayoutMap keys {unmatched} match no variable of the model (its paths: {shown}); fix the regex, "
+                    f"or make the map with LayoutMap(mesh, strict=False) to allow keys for other models."
+                )
         return [self.get_variable_layout(v) for v in variables]
 
     def _variable_spec(self, variable: dp.Variable) -> PartitionSpec | None:
@@ -145,7 +156,9 @@ class FSDP(Distribution):
 
     Every trainable floating variable with at least `min_weight_size` elements is sharded over
     the batch axes along its largest dimension they divide (the first such on a tie); smaller ones,
-    non-trainable state and float8 state stay replicated. Optimizer slots follow their variable,
+    non-trainable state and float8 state stay replicated. With a `layout_map` (model parallelism
+    on the other axes), a variable the map matches keeps its layout and FSDP adds the batch axes on
+    its largest dimension the map leaves unsplit. Optimizer slots follow their variable,
     so the parameters and slots each take `1/n` of the memory. XLA gathers a weight (in the
     compute dtype, after the cast on each shard) where the products use it, and reduces its
     float32 gradient, of which each device keeps its shard.
@@ -155,6 +168,7 @@ class FSDP(Distribution):
       devices: the devices of the default mesh.
       batch_dim_name: the axis a batch and the weights are split over (default: the first axis).
       min_weight_size: the smallest weight (in elements) worth sharding.
+      layout_map: an optional `LayoutMap` on the same mesh (then `device_mesh` may be omitted).
 
     Example:
       >>> from layers.distribution import FSDP
@@ -171,8 +185,22 @@ class FSDP(Distribution):
         devices: Sequence[Any] | None = None,
         batch_dim_name: Any = None,
         min_weight_size: int = 1024,
+        layout_map: LayoutMap | None = None,
     ) -> None:
+        if layout_map is not None:
+            if not isinstance(layout_map, LayoutMap):
+                raise TypeError(
+                    f"FSDP layout_map must be a layers.distribution.LayoutMap, received {layout_map!r} of type "
+                    f"{type(layout_map).__name__}."
+                )
+            if device_mesh is not None and device_mesh != layout_map.device_mesh:
+                raise ValueError(
+                    f"FSDP: device_mesh {dict(device_mesh.shape)} is not the layout map's mesh "
+                    f"{dict(layout_map.device_mesh.shape)}; pass one mesh."
+                )
+            device_mesh = layout_map.device_mesh
         super().__init__(_default_mesh(device_mesh, devices, "FSDP"), batch_dim_name)
+        self.layout_map = layout_map
         if (
             not isinstance(min_weight_size, (int, np.integer))
             or isinstance(min_weight_size, bool)
@@ -183,15 +211,23 @@ class FSDP(Distribution):
 
     def _variable_spec(self, variable: dp.Variable) -> PartitionSpec | None:
         shape = tuple(variable.shape)
+        mapped = None if self.layout_map is None else self.layout_map[variable.path or variable.name]
+        entries = [*(mapped or ()), *[None] * (len(shape) - len(mapped or ()))]
         eligible = variable.trainable and not variable.overwrite_with_gradient and is_float(variable.dtype)
         if not eligible or not shape or int(np.prod(shape)) < self.min_weight_size:
-            return None
+            return mapped
+        batch = {self.batch_dim_name} if isinstance(self.batch_dim_name, str) else set(self.batch_dim_name)
+        used = {a for e in entries if e is not None for a in ((e,) if isinstance(e, str) else e)}
+        if batch & used:  # the map already splits this variable over the batch axes
+            return mapped
         parts = self.batch_size_multiple
-        divisible = [d for d, size in enumerate(shape) if size % parts == 0]
-        if not divisible:
-            return None
-        dim = max(divisible, key=lambda d: (shape[d], -d))
-        return PartitionSpec(*(self.batch_dim_name if d == dim else None for d in range(dim + 1)))
+        free = [d for d, size in enumerate(shape[: len(entries)]) if entries[d] is None and size % parts == 0]
+        if not free:
+            return mapped
+        entries[max(free, key=lambda d: (shape[d], -d))] = self.batch_dim_name
+        while entries and entries[-1] is None:
+            entries.pop()
+        return PartitionSpec(*entries)
 
 
 class ModelParallel(Distribution):
@@ -225,16 +261,3 @@ class ModelParallel(Distribution):
 
     def _variable_spec(self, variable: dp.Variable) -> PartitionSpec | None:
         return self.layout_map[variable.path or variable.name]
-
-    def variable_layouts(self, variables: Sequence[dp.Variable]) -> list[NamedSharding]:
-        """Each variable's layout; with a strict layout map, a key matching none of them is a ValueError."""
-        if self.layout_map.strict:
-            paths = [v.path or v.name for v in variables]
-            unmatched = self.layout_map.unmatched_keys(paths)
-            if unmatched:
-                shown = ", ".join(repr(p) for p in paths[:6]) + (", ..." if len(paths) > 6 else "")
-                raise ValueError(
-                    f"LayoutMap keys {unmatched} match no variable of the model (its paths: {shown}); fix the regex, "
-                    f"or make the map with LayoutMap(mesh, strict=False) to allow keys for other models."
-                )
-        return super().variable_layouts(variables)
