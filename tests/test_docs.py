@@ -97,6 +97,7 @@ MODULES = [
     "layers.distribution._layout_map",
     "layers.distribution._distributions",
     "layers.distribution._state",
+    "layers.distribution._step",
 ]
 
 
@@ -189,10 +190,6 @@ PENDING_EXAMPLES = {
     "layers.training.computes_in_float16",
     "layers.training.make_eval_step",
     "layers.training.restore_layer",
-    "layers.distribution.Distribution",
-    "layers.distribution.ShardedStep",
-    "layers.distribution.shard_train_state",
-    "layers.distribution.train_state_shardings",
 }
 
 

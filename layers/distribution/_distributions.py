@@ -64,6 +64,19 @@ class Distribution:
     Attributes:
       device_mesh: the `jax.sharding.Mesh`.
       batch_dim_name: the mesh axis (or tuple of axes) a batch's first dimension is split over.
+      layout_map: the `LayoutMap` the variable layouts come from, or None.
+
+    Example:
+      >>> import layers
+      >>> from layers import distribution, optimizers, training
+      >>> model = layers.Dense(2)
+      >>> _ = model(jnp.ones((1, 3)))
+      >>> step = training.make_train_step(model, "mse", optimizers.SGD(0.1), distribution=distribution.DataParallel())
+      >>> state = step.init_state()
+      >>> n = len(jax.devices())
+      >>> state, metrics = step.jitted(state, (np.ones((4 * n, 3)), np.zeros((4 * n, 2))))
+      >>> state.trainable[0].sharding.spec, int(state.step)
+      (P(), 1)
     """
 
     layout_map: LayoutMap | None = None

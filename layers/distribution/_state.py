@@ -80,6 +80,19 @@ def train_state_shardings(step: Any, state: Any, distribution: Distribution) -> 
 
     Trainable and non-trainable values take their variables' layouts, optimizer slots their
     variable's, everything else (iterations, the loss scale, the step counter) is replicated.
+
+    Example:
+      >>> import layers
+      >>> from layers import distribution, optimizers, training
+      >>> layout_map = distribution.LayoutMap(distribution.DeviceMesh((1, len(jax.devices())), ("batch", "model")))
+      >>> layout_map["dense/kernel"] = (None, "model")
+      >>> model = layers.Dense(8 * len(jax.devices()), name="dense")
+      >>> _ = model(jnp.ones((1, 3)))
+      >>> step = training.make_train_step(model, "mse", optimizers.Adam(1e-3))  # an unsharded state
+      >>> state = step.init_state()
+      >>> shardings = distribution.train_state_shardings(step, state, distribution.ModelParallel(layout_map))
+      >>> shardings.trainable[0].spec, shardings.optimizer.iterations.spec
+      (P(None, 'model'), P())
     """
     check_distribution(distribution)
     model = step.model
@@ -112,7 +125,18 @@ def init_sharded_state(
 
 
 def shard_train_state(step: Any, state: Any, distribution: Distribution) -> Any:
-    """`state` placed on `distribution`'s mesh with `train_state_shardings` (from any placement or host arrays)."""
+    """`state` placed on `distribution`'s mesh with `train_state_shardings` (from any placement or host arrays).
+
+    Example:
+      >>> import layers
+      >>> from layers import distribution, optimizers, training
+      >>> model = layers.Dense(2)
+      >>> _ = model(jnp.ones((1, 3)))
+      >>> step = training.make_train_step(model, "mse", optimizers.SGD(0.1))
+      >>> state = distribution.shard_train_state(step, step.init_state(), distribution.DataParallel())
+      >>> type(state.trainable[0].sharding).__name__
+      'NamedSharding'
+    """
     return jax.device_put(state, train_state_shardings(step, state, distribution))
 
 

@@ -30,6 +30,21 @@ class ShardedStep:
 
     Attributes:
       distribution: the `Distribution`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, numpy as np
+      >>> import layers
+      >>> from layers import distribution, optimizers, training
+      >>> model = layers.Dense(2)
+      >>> _ = model(jnp.ones((1, 3)))
+      >>> step = training.make_train_step(model, "mse", optimizers.SGD(0.1), distribution=distribution.FSDP())
+      >>> type(step.jitted).__name__
+      'ShardedStep'
+      >>> state = step.init_state()
+      >>> n = len(jax.devices())
+      >>> state, metrics = step.jitted(state, (np.ones((4 * n, 3)), np.zeros((4 * n, 2))))
+      >>> step.jitted.state_shardings(state).step.spec
+      P()
     """
 
     def __init__(self, step: Any, distribution: Distribution) -> None:
