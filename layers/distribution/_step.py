@@ -90,8 +90,10 @@ class ShardedStep:
         except ValueError:
             # Arrays committed elsewhere (another mesh, one device), or a batch the mesh cannot
             # split (shard_batch names it): jit refuses them before running, so nothing was donated.
-            jitted, state, batch = self._arguments(state, batch)
-            return jitted(state, batch)
+            pass
+        # Outside the except block, so an error of the retry is not chained to the first one.
+        jitted, state, batch = self._arguments(state, batch)
+        return jitted(state, batch)
 
     def lower(self, state: Any, batch: Any) -> Any:
         """`jax.jit(...).lower` of the sharded step (for `.compile().as_text()` and HLO checks)."""
