@@ -96,7 +96,7 @@ class Distribution:
         if not shape:
             raise ValueError(
                 f"{type(self).__name__}: a batch array must have a batch dimension to split over "
-                f"{self.batch_dim_name!r}, received a scalar (shape ())."
+                f"{self.batch_dim_name!r}, received a scalar (shape ()); give a sample_weight one value per sample."
             )
         if shape[0] % self.batch_size_multiple:
             raise ValueError(
