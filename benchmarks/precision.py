@@ -918,8 +918,8 @@ def run(
     }
 
 
-def render(result: Mapping[str, Any]) -> str:
-    """The table of every row, then the failing rows (or a line saying there are none)."""
+def render(result: Mapping[str, Any], quantities: Sequence[str] | None = None) -> str:
+    """The table of every row (or of those `quantities`), then the failing rows (or a line saying there are none)."""
     from benchmarks._results import table
 
     headers = ["layer", "policy", "quantity", "error", "one-rounding", "x floor", "bound", "baseline", "status"]
@@ -945,7 +945,10 @@ def render(result: Mapping[str, Any]) -> str:
             )
         if not result.get("baseline_found"):
             parts.append(f"no baseline at {result['baseline']}: rows are 'new'; write one with --update-baseline.")
-    parts.append(table(headers, [line(row) for row in rows]))
+    shown = rows if quantities is None else [row for row in rows if row["quantity"] in quantities]
+    if quantities is not None:
+        parts.append(f"{', '.join(quantities)} rows only; `python -m benchmarks precision --quick` lists all of them.")
+    parts.append(table(headers, [line(row) for row in shown]))
     failing = [row for row in rows if row["status"].startswith("FAIL")]
     if failing:
         parts.append(f"{len(failing)} failing row(s):")
