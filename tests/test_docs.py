@@ -180,17 +180,6 @@ PUBLIC_MODULES = [
     "layers.training",
     "layers.distribution",
 ]
-# Names whose docstring still lacks an example, in modules others were editing when this test was
-# added. Remove a name when its example lands (its case then shows as XPASS).
-PENDING_EXAMPLES = {
-    "layers.training.History",
-    "layers.training.TrainState",
-    "layers.training.TrainStep",
-    "layers.training.checkpoint_metadata",
-    "layers.training.computes_in_float16",
-    "layers.training.make_eval_step",
-    "layers.training.restore_layer",
-}
 
 
 def _public_names():
@@ -209,15 +198,13 @@ def _public_names():
 
 def _example_cases():
     for name, obj in _public_names():
-        marks = [pytest.mark.xfail(strict=False, reason="example not written yet")] if name in PENDING_EXAMPLES else []
-        yield pytest.param(name, obj, id=name, marks=marks)
+        yield pytest.param(name, obj, id=name)
 
 
 def test_public_names_are_found():
     names = {name for name, _ in _public_names()}
     assert {"dtypepolicy.DTypePolicy", "layers.Dense", "layers.ops.relu", "layers.training.fit"} <= names
     assert "layers.ops.matmul" not in names  # jax.numpy's own, not ours
-    assert names >= PENDING_EXAMPLES, PENDING_EXAMPLES - names
 
 
 @pytest.mark.parametrize(("name", "obj"), list(_example_cases()))

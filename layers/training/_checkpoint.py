@@ -368,6 +368,15 @@ def restore_checkpoint(path: str | os.PathLike, like: Any = None) -> Any:
 
 
 def checkpoint_metadata(path: str | os.PathLike) -> Any:
-    """The JSON metadata given to `save_checkpoint` (None when none was given)."""
+    """The JSON metadata given to `save_checkpoint` (None when none was given), read without the arrays.
+
+    Example:
+      >>> import tempfile, os, numpy as np
+      >>> from layers.training import save_checkpoint
+      >>> path = os.path.join(tempfile.mkdtemp(), "state.ckpt")
+      >>> save_checkpoint(path, {"w": np.zeros(2, np.float32)}, metadata={"epoch": 3})
+      >>> checkpoint_metadata(path)
+      {'epoch': 3}
+    """
     record, _, _ = _read(path, with_data=False)
     return json.loads(record["metadata"])

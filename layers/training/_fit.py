@@ -23,6 +23,17 @@ class History:
         mean loss), as in Keras.
       state: the final `TrainState` (its values are also written back to the model).
       samples_per_second: per epoch, the training throughput (compilation included in epoch 1).
+
+    Example:
+      >>> import numpy as np, layers
+      >>> from layers import training
+      >>> model = layers.Sequential([layers.Dense(1)])
+      >>> x = np.ones((8, 2), np.float32)
+      >>> from layers import optimizers
+      >>> history = training.fit(model, (x, 2 * x[:, :1]), "mse", optimizers.SGD(0.1), epochs=2, batch_size=4,
+      ...                        verbose=False)
+      >>> sorted(history.history), len(history.history["loss"]), len(history.samples_per_second)
+      (['data_loss', 'loss'], 2, 2)
     """
 
     history: dict[str, list[float]]

@@ -59,6 +59,19 @@ def restore_layer(path: str | os.PathLike, layer: Any) -> None:
     missing from the checkpoint, a path the layer lacks, or a differing shape or dtype is a
     ValueError naming the path(s), and the layer is left untouched. Paths include the top-level
     layer's name, so restore into a layer built the same way (same names) as the saved one.
+
+    Example:
+      >>> import tempfile, os, numpy as np, layers
+      >>> from layers.training import save_layer
+      >>> path = os.path.join(tempfile.mkdtemp(), "dense.ckpt")
+      >>> trained = layers.Dense(2, name="head")
+      >>> _ = trained(np.ones((1, 3), np.float32))
+      >>> save_layer(path, trained)
+      >>> fresh = layers.Dense(2, name="head")
+      >>> _ = fresh(np.ones((1, 3), np.float32))
+      >>> restore_layer(path, fresh)
+      >>> bool((fresh.kernel.value == trained.kernel.value).all())
+      True
     """
     by_path = _variables_by_path(layer, "restore_layer")
     values = _restore(path, by_path, f"layer {layer.name!r}")

@@ -36,6 +36,16 @@ class TrainState:
       non_trainable: the values of `model.non_trainable_variables` (statistics, RNG state).
       optimizer: the optimizer's state (the loss scale's too, when loss scaling is on).
       step: the number of steps taken, an int32 scalar.
+
+    Example:
+      >>> import numpy as np, layers
+      >>> from layers import training
+      >>> model = layers.Dense(2, dtype="mixed_bfloat16")
+      >>> _ = model(np.ones((1, 3), np.float32))
+      >>> step = training.make_train_step(model, "mse", layers.optimizers.Adam(1e-3))
+      >>> state = step.init_state()
+      >>> [value.dtype.name for value in state.trainable], int(state.step)  # float32 master weights
+      (['float32', 'float32'], 0)
     """
 
     trainable: list
@@ -50,7 +60,15 @@ jax.tree_util.register_dataclass(
 
 
 def computes_in_float16(model: Layer) -> bool:
-    """Whether any layer in `model` (itself included) computes in float16."""
+    """Whether any layer in `model` (itself included) computes in float16 (then loss scaling is on by default).
+
+    Example:
+      >>> import layers
+      >>> computes_in_float16(layers.Sequential([layers.Dense(2, dtype="mixed_float16"), layers.Dense(1)]))
+      True
+      >>> computes_in_float16(layers.Dense(2, dtype="mixed_bfloat16"))
+      False
+    """
     return any(layer.compute_dtype == "float16" for layer in [model, *model.sublayers()])
 
 
@@ -78,6 +96,20 @@ class TrainStep:
         when loss scaling was turned on.
       loss_scaling: whether gradients are loss-scaled.
       distribution: the `layers.distribution.Distribution` the state and batches are sharded by, or None.
+
+    Example:
+      >>> import numpy as np, layers
+      >>> from layers import training
+      >>> model = layers.Dense(1)
+      >>> _ = model(np.ones((1, 2), np.float32))
+      >>> step = training.make_train_step(model, "mse", layers.optimizers.SGD(0.1))
+      >>> x, y = np.ones((4, 2), np.float32), np.full((4, 1), 3.0, np.float32)
+      >>> state = step.init_state()
+      >>> state, first = step.jitted(state, (x, y))
+      >>> state, second = step.jitted(state, (x, y))
+      >>> bool(second["loss"] < first["loss"]), int(state.step)
+      (True, 2)
+      >>> step.write_back(state)  # the model's variables now hold the trained values
     """
 
     def __init__(
@@ -268,7 +300,18 @@ def make_train_step(
 
 
 def make_eval_step(model: Layer, loss: Any) -> Callable[[TrainState, Any], dict[str, jax.Array]]:
-    """A pure `eval_step(state, batch) -> metrics` in inference mode, for states of `make_train_step`."""
+    """A pure `eval_step(state, batch) -> metrics` in inference mode, for states of `make_train_step`.
+
+    Example:
+      >>> import jax, numpy as np, layers
+      >>> from layers import training
+      >>> model = layers.Dense(1, kernel_initializer="zeros")
+      >>> _ = model(np.ones((1, 2), np.float32))
+      >>> state = training.make_train_step(model, "mse", layers.optimizers.SGD(0.1)).init_state()
+      >>> evaluate = jax.jit(make_eval_step(model, "mse"))
+      >>> float(evaluate(state, (np.ones((4, 2), np.float32), np.full((4, 1), 2.0, np.float32)))["loss"])
+      4.0
+    """
     if not isinstance(model, Layer):
         raise TypeError(f"make_eval_step expects a Layer as the model, received {type(model).__name__}.")
     loss_function = scalar_loss(loss)
