@@ -109,6 +109,8 @@ def _page_id(page: pathlib.Path) -> str:
 def test_python_blocks_in_docs_run(page):
     blocks = BLOCK.findall(page.read_text())
     assert blocks or _page_id(page) in PROSE_ONLY, f"{_page_id(page)} has no python example"
+    # A Layer class a page defines stays findable by name in this process (configs are read back
+    # by class name), so pages name theirs apart from the test modules' ("Linear" is taken).
     for block in blocks:
         exec(compile(block, str(page), "exec"), {"__name__": "__docs__"})
         dp.set_dtype_policy(None)
