@@ -255,6 +255,37 @@ def batch_statistics_scenario() -> dict:
     }
 
 
+def fit_scenario() -> dict:
+    """`fit` with a DataParallel distribution: the losses and weights of the single-device `fit`."""
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(64, 8)).astype(np.float32)
+    y = (x @ rng.normal(size=(8, 2))).astype(np.float32)
+
+    def run(dist: distribution.Distribution | None) -> tuple:
+        initializers.set_random_seed(11)
+        model = layers.Sequential(
+            [layers.Dense(16, activation="relu", name="hidden"), layers.Dense(2, name="head")],
+            dtype="mixed_bfloat16",
+            name="fit_model",
+        )
+        history = training.fit(
+            model, (x, y), "mse", optimizers.Adam(1e-2), epochs=3, batch_size=16, verbose=False, distribution=dist
+        )
+        return history.history["loss"], [np.asarray(v) for v in history.state.trainable], history.state.trainable
+
+    single_losses, single_weights, _ = run(None)
+    losses, weights, arrays = run(distribution.DataParallel(distribution.DeviceMesh((8,), ("batch",))))
+    return {
+        "single_losses": single_losses,
+        "losses": losses,
+        "max_weight_difference": max(
+            float(np.max(np.abs(a - b)) / (np.max(np.abs(b)) + 1e-12))
+            for a, b in zip(weights, single_weights, strict=True)
+        ),
+        "devices_per_weight": sorted({len(a.sharding.device_set) for a in arrays}),
+    }
+
+
 def loss_scale_scenario() -> dict:
     """A mixed_float16 step whose scaled gradient overflows in one column block of a model-parallel kernel."""
     initializers.set_random_seed(5)
@@ -357,6 +388,7 @@ def main() -> None:
             "float8": float8_scenario(),
             "loss_scale": loss_scale_scenario(),
             "batch_statistics": batch_statistics_scenario(),
+            "fit": fit_scenario(),
             "bad_input": bad_input_scenario(),
         }
     print(json.dumps(results))

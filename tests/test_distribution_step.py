@@ -11,6 +11,7 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tests._tolerances import tolerance
@@ -164,6 +165,14 @@ def test_batch_normalization_statistics_are_those_of_the_global_batch(scenarios)
     # moving mean and variance, and the dropout-free model's RNG-less state: replicated, as on one device
     assert statistics["count"] >= 2 and statistics["specs"] == [[]] * statistics["count"]
     assert statistics["max_relative_difference"] < 1e-5
+
+
+def test_fit_with_a_distribution_trains_as_on_one_device(scenarios):
+    fit = scenarios["fit"]
+    np.testing.assert_allclose(fit["losses"], fit["single_losses"], rtol=1e-5)
+    assert fit["losses"][-1] < fit["losses"][0]  # it trained
+    assert fit["max_weight_difference"] < 1e-5
+    assert fit["devices_per_weight"] == [8]  # the final state lives on the whole mesh, replicated
 
 
 def test_overflow_in_one_gradient_shard_skips_the_step_on_every_device(scenarios):

@@ -110,6 +110,7 @@ def fit(
     verbose: bool = True,
     loss_scaling: bool | str = "auto",
     initial_state: TrainState | None = None,
+    distribution: Any = None,
 ) -> History:
     """Trains `model` for `epochs` passes over `data` with one jitted step per batch.
 
@@ -133,6 +134,9 @@ def fit(
       initial_state: continue from this state (`history.state` of an earlier `fit`, or a restored
         checkpoint); None starts a fresh one, with a new optimizer state (moments, iterations,
         schedule position and loss scale start over, as for a new optimizer).
+      distribution: a `layers.distribution` `DataParallel`, `FSDP` or `ModelParallel`, as in
+        `make_train_step`: the state lives on its mesh and each batch is split over its batch
+        axis, so every batch (the last, smaller one of array data too) must divide by that axis.
 
     Returns:
       A `History`.
@@ -156,7 +160,7 @@ def fit(
         if first is None:
             raise ValueError("fit: the data holds no batches.")
         model(first[0])
-    step = make_train_step(model, loss, optimizer, loss_scaling=loss_scaling)
+    step = make_train_step(model, loss, optimizer, loss_scaling=loss_scaling, distribution=distribution)
     state = step.init_state() if initial_state is None else initial_state
     history: dict[str, list[float]] = {}
     rates: list[float] = []
