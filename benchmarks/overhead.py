@@ -1,7 +1,7 @@
 """`python -m benchmarks overhead`: what going through these layers costs, against plain JAX + optax.
 
 Four figures, each measured in one process with the variants interleaved round by round (the
-order rotating), next to its SPEC §8 target:
+order rotating), next to its target (the project's own):
 
 1. jitted train step, layers (`make_train_step`) / the same model in plain JAX + optax, for the
    MLP and the TransformerBlock classifier of `benchmarks.train_step`, under float32 and
@@ -61,7 +61,7 @@ from benchmarks import _device, _results
 
 NAME = "overhead"
 ROOT = Path(__file__).resolve().parent.parent
-TARGETS = {"train_step": 1.02, "dense_call": 1.3, "build_s": 1.0}  # SPEC §8
+TARGETS = {"train_step": 1.02, "dense_call": 1.3, "build_s": 1.0}  # the project's targets
 DENSE_SHAPES = ((8, 64, 64), (32, 256, 256), (64, 512, 256))  # (rows, features) -> units
 POLICIES = ("float32", "mixed_bfloat16")
 MODELS = ("mlp", "transformer")
@@ -415,7 +415,7 @@ TARGET_TITLES = {
 
 
 def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each SPEC §8 figure of ours: `{"target": key of TARGETS, "where", "measured", "limit", "met"}`."""
+    """Each target figure of ours: `{"target": key of TARGETS, "where", "measured", "limit", "met"}`."""
     rows = [
         {"target": "train_step", "where": f"{_model_label(r)} {r['policy']}", "measured": r["ratio"]}
         for r in result["train_step"]
@@ -433,7 +433,7 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def summary(rows: list[dict[str, Any]]) -> list[str]:
-    """One line per SPEC §8 target: met or not, how many figures meet it, and the worst one.
+    """One line per target: met or not, how many figures meet it, and the worst one.
 
     >>> summary([{"target": "build_s", "where": "here", "measured": 1.5, "limit": 1.0, "met": "not met"}])[-1]
     'build + first call of TransformerBlock(64) ≤ 1 s: not met (0/1; worst 1.50 s, here)'
@@ -564,7 +564,7 @@ def render(result: dict[str, Any]) -> str:
     else:
         out.append("Build + first call: not measured (build_rounds=0)")
     out.append("")
-    out.append("SPEC §8 targets (ours; Keras and Flax have none):")
+    out.append("dtypepolicy's targets (ours; Keras and Flax have none):")
     out += ["  " + line for line in summary(result["targets"])]
     return "\n".join(out)
 
@@ -621,7 +621,7 @@ def plot(result: dict[str, Any], out: Path) -> list[Path]:
     axes[2].set_ylabel("seconds")
     axes[2].set_ylim(0, max(1.25 * TARGETS["build_s"], 1.1 * max(build, default=0.0)))
     axes[2].legend(fontsize=8, loc="upper left")
-    figure.suptitle("dtypepolicy overhead vs SPEC §8 targets" + (" (quick)" if result["quick"] else ""))
+    figure.suptitle("dtypepolicy overhead vs its targets" + (" (quick)" if result["quick"] else ""))
     return [_results.save_figure(figure, out, NAME)]
 
 

@@ -2,7 +2,7 @@
 
 It runs the quick form of three benchmarks on whatever device JAX finds:
 - `throughput`: jitted train steps of an MLP and a TransformerBlock classifier under each policy;
-- `overhead`: the same steps and an eager Dense call against plain JAX, with the SPEC §8 targets;
+- `overhead`: the same steps and an eager Dense call against plain JAX, with the project's targets;
 - `precision`: each policy's outputs and gradients against a float64 oracle, with the regression gate.
 
 It then prints the recommendations that follow from those figures. JSON and PNGs go to `--out`

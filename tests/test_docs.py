@@ -220,13 +220,10 @@ def test_every_public_name_has_an_example(name, obj):
 # Documents that are not in the repository (the behaviour contract, the seed pages) must not be
 # cited: a reader of the site cannot open them. Each known offender names who is fixing it.
 CITES_MISSING = re.compile(r"\bSPEC\b|§|\bseeds/")
-KNOWN_CITATIONS = {"performance.md": "SPEC §8 targets, in the benchmark sections being written"}
 
 
 @pytest.mark.parametrize("page", PAGES, ids=_page_id)
 def test_pages_cite_no_document_outside_the_repository(page):
-    if _page_id(page) in KNOWN_CITATIONS:
-        pytest.xfail(KNOWN_CITATIONS[_page_id(page)])
     hits = [line for line in page.read_text().splitlines() if CITES_MISSING.search(line)]
     assert not hits, f"{_page_id(page)} cites a document that is not in the repository: {hits}"
 
