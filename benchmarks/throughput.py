@@ -272,6 +272,7 @@ def run(
             }
             result["rows"] += _rows(model, model_dims["batch"], train, times, first_call, device)
     result["load_average"] = [load_before, _load()]
+    result["cpu_count"] = os.cpu_count()
     result["wall_s"] = time.perf_counter() - started
     result["closing"] = closing_lines(result)
     return result
@@ -395,7 +396,21 @@ def closing_lines(result: dict[str, Any]) -> list[str]:
         reasons.setdefault(reason, []).append(policy)
     for reason, policies in reasons.items():
         lines.append(f"  Why {', '.join(policies)}: {reason}.")
+    busy = _busy(result.get("load_average"), result.get("cpu_count"))
+    if busy:
+        lines.append(busy)
     return lines
+
+
+def _busy(load_average: list[float | None] | None, cpu_count: int | None) -> str | None:
+    """A warning when other work competed for the CPUs during the run (its ratios are then noisy)."""
+    loads = [load for load in load_average or [] if load is not None]
+    if not loads or not cpu_count or max(loads) <= cpu_count:
+        return None
+    return (
+        f"  The load average reached {max(loads):.1f} on {cpu_count} CPUs during this run: other work competed for "
+        "them, so these ratios are noisy. Rerun on an idle machine before drawing conclusions."
+    )
 
 
 def _percent(value: float | None) -> str:

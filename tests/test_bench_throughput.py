@@ -160,3 +160,30 @@ def test_main_writes_json_and_png(tmp_path, capsys):
 def test_width_must_split_into_the_heads():
     with pytest.raises(ValueError, match=r"--width must be a multiple of --heads, received width 10 and 4 heads"):
         cli(["throughput", "--quick", "--models", "transformer", "--width", "10", "--heads", "4"])
+
+
+@pytest.mark.parametrize(
+    ("loads", "cpus", "warned"), [([0.5, 1.8], 2, False), ([1.5, 3.2], 2, True), ([None, None], 2, False)]
+)
+def test_closing_lines_warn_when_the_machine_was_busy(loads, cpus, warned):
+    result = {
+        "platform": "cpu",
+        "device_kind": "cpu",
+        "models": {"mlp": {}},
+        "rows": [
+            {
+                "model": "mlp",
+                "policy": "float32",
+                "ms_per_step": 2.0,
+                "ratio_to_float32": 1.0,
+                "speedup_vs_float32": 1.0,
+            },
+        ],
+        "formulations": {},
+        "load_average": loads,
+        "cpu_count": cpus,
+    }
+    lines = throughput.closing_lines(result)
+    assert any("competed for them" in line for line in lines) == warned
+    if warned:
+        assert "reached 3.2 on 2 CPUs" in lines[-1]
