@@ -217,9 +217,25 @@ def test_every_public_name_has_an_example(name, obj):
 
 # --- pages stand on their own ------------------------------------------------------------------
 
-# Documents that are not in the repository (the behaviour contract, the seed pages) must not be
-# cited: a reader of the site cannot open them. Each known offender names who is fixing it.
-CITES_MISSING = re.compile(r"\bSPEC\b|§|\bseeds/")
+# Documents that are not in the repository (the behaviour contract or "the spec", the seed pages,
+# the project's issue tracker) must not be cited: a reader of the site cannot open them.
+CITES_MISSING = re.compile(r"(?<!\.)\bspec\b|§|\bseeds/|\bissue\s*#?\d+", re.IGNORECASE)
+
+
+@pytest.mark.parametrize(
+    ("line", "cites"),
+    [
+        ("as the spec asks", True),
+        ("see SPEC §4", True),
+        ("the main branch at the end of issue 7", True),
+        ("fixed in Issue #12", True),
+        ("assert kernel.sharding.spec == P()", False),
+        ("a PartitionSpec per array", False),
+        ("known issues with float16", False),
+    ],
+)
+def test_cites_missing_catches_the_spec_and_issue_numbers(line, cites):
+    assert bool(CITES_MISSING.search(line)) is cites
 
 
 @pytest.mark.parametrize("page", PAGES, ids=_page_id)
