@@ -54,6 +54,7 @@ import dataclasses
 import json
 import math
 import time
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
@@ -63,6 +64,8 @@ import jax
 import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
+
+import dtypepolicy as dp
 
 BASELINES = Path(__file__).resolve().parent / "baselines"
 POLICIES = (
@@ -361,6 +364,13 @@ def _built(build: Callable[[str], Any], policy: str, inputs: Sequence[Any], kwar
         raise TypeError(
             f"the model factory must return a layers.Layer for policy {policy!r}, received {layer!r} of type "
             f"{type(layer).__name__}."
+        )
+    if layer.dtype_policy != dp.get(policy):
+        # Every row would measure the same model: errors of 0, a gate that can never fail.
+        raise ValueError(
+            f"the model factory ignored its policy: build({policy!r}) returned a layer whose policy is "
+            f"{layer.dtype_policy.name!r}. Pass the policy on, e.g. `lambda policy: layers.Sequential([...], "
+            f"dtype=policy)`."
         )
     # Abstract evaluation builds the layer (initial values are drawn on the host, so they are
     # concrete) without compiling its eager kernels: 0.06 s instead of 1.4 s for a TransformerBlock.
@@ -670,6 +680,11 @@ def _prepare(
     return _Prepared(list(weights), paths, cotangent, exact_of, exact)
 
 
+def _name_seed(name: str) -> int:
+    """A seed offset fixed by a case's name (not by its place in a selection)."""
+    return zlib.crc32(name.encode()) % 1_000_000
+
+
 def _applies(policy: str, quantizable: bool) -> bool:
     """Whether a policy has rows for a model: quantized ones only for models with a quantized form."""
     return quantizable or _quantization(policy)[0] is None
@@ -765,13 +780,14 @@ def check(
         the policy it is given (the policy name, e.g. `lambda p: make_model(dtype=p)`). It is
         called once per policy, once with "float32" (for the weights) and once with "float64"
         (the oracle, inside `jax.enable_x64`).
-      inputs: the call's positional arguments: one array or a tuple of arrays (float32 data;
+      inputs: the call's positional arguments: one array, or a tuple or list of arrays (float32 data;
         integer arrays, such as token ids, are passed through and not differentiated).
       policies: policy names (or one comma-separated string).
       baseline: a baseline file (see `write_baseline`), a dict of errors, or None (no baseline).
       weights: values of the float trainable weights, in the model's `trainable_variables` order
         (float8 scaling state excluded), e.g. a trained model's; None draws seeded ones.
-      call_kwargs: keyword arguments of every call (`{"training": True}`).
+      call_kwargs: keyword arguments of every call (`{"training": True}`). The calls must be
+        deterministic: a model with Dropout called with `training=True` is refused.
       bounded: the quantities ("output", "grad inputs", "grad weights") whose one-rounding bound
         to enforce. Default none: a whole model rounds many times, so it is gated by its baseline.
       forward_only: policy name prefixes measured without gradients (int8 is inference-only).
@@ -788,10 +804,19 @@ def check(
       ValueError: an unknown policy or quantity name, weights that do not fit the model, a
         baseline file that is not one. FileNotFoundError: a baseline path that does not exist.
     """
+    from layers import Layer
+
     policies = _check_policies(policies)
+    bounded = (bounded,) if isinstance(bounded, str) else tuple(bounded)
     for quantity in bounded:
         if quantity not in QUANTITIES:
             raise ValueError(f"bounded names unknown quantity {quantity!r}; expected some of {QUANTITIES}.")
+    if isinstance(model, Layer) or (isinstance(model, type) and issubclass(model, Layer)):
+        what = f"the layer class {model.__name__}" if isinstance(model, type) else f"a {type(model).__name__} layer"
+        raise TypeError(
+            f"model must be a function build(policy) -> layers.Layer that builds a fresh model under each policy, "
+            f"received {what}; pass e.g. `lambda policy: layers.Dense(4, dtype=policy)`."
+        )
     if not callable(model):
         raise TypeError(
             f"model must be a function build(policy) -> layers.Layer, received {model!r} of type "
@@ -799,15 +824,44 @@ def check(
         )
     if isinstance(baseline, str | Path):
         baseline = load_baseline(baseline)
-    inputs = inputs if isinstance(inputs, tuple) else (inputs,)
+    inputs = tuple(inputs) if isinstance(inputs, tuple | list) else (inputs,)
     inputs = tuple(np.asarray(x, np.float32) if _is_float(x) else np.asarray(x) for x in inputs)
+    call_kwargs = dict(call_kwargs or {})
+    _check_deterministic(model, inputs, call_kwargs)
     rows = _rows_for(
-        name, model, inputs, policies, reference=None, weights=weights, call_kwargs=call_kwargs or {},
+        name, model, inputs, policies, reference=None, weights=weights, call_kwargs=call_kwargs,
         bounded=bounded, quantizable=True, round_inputs=round_inputs, forward_only=forward_only, seed=seed,
         group="check",
     )  # fmt: skip
+    _check_baseline_matches(rows, baseline, f"model {name!r}")
     _gate(rows, baseline)
     return Result(rows)
+
+
+def _check_deterministic(build: Callable[[str], Any], inputs: tuple, call_kwargs: Mapping[str, Any]) -> None:
+    """Two builds with the same weights must give the same output, or errors measure randomness."""
+    first = _built(build, "float32", inputs, call_kwargs)
+    second = _built(build, "float32", inputs, call_kwargs)
+    weights = [np.asarray(v.value) for v in _float_weights(first)]
+    _assign(second, weights, "check")
+    outputs = [np.asarray(layer(*inputs, **call_kwargs)) for layer in (first, second)]
+    if not np.array_equal(outputs[0], outputs[1], equal_nan=True):
+        raise ValueError(
+            f"check needs a deterministic model: two builds with the same weights gave different outputs for "
+            f"call_kwargs={dict(call_kwargs)!r} (a Dropout or other random layer called with training=True?). "
+            "Measure it with training=False, or seed its random layers inside build."
+        )
+
+
+def _check_baseline_matches(rows: Sequence[Mapping[str, Any]], baseline: Mapping[str, float] | None, what: str) -> None:
+    """A baseline that holds none of the rows' keys is the wrong file or a renamed model, not a pass."""
+    if not baseline or any(row["key"] in baseline for row in rows):
+        return
+    sample = next(iter(baseline))
+    raise ValueError(
+        f"the baseline holds none of the {len(rows)} rows of {what} (their keys look like {rows[0]['key']!r}, "
+        f"the baseline's like {sample!r}): a renamed model (name=), other sizes, or the wrong baseline file?"
+    )
 
 
 # --- the benchmark command -------------------------------------------------------------------------
@@ -862,7 +916,10 @@ def run(
 
     def prepare(index: int) -> _Prepared:
         case = selected[index]
-        return _prepare(case.name, case.build, case.inputs, case.reference, None, case.call_kwargs, seed + 100 * index)
+        # Seeded by the case's name, so a run of some layers measures the same weights as a run of all.
+        return _prepare(
+            case.name, case.build, case.inputs, case.reference, None, case.call_kwargs, seed + _name_seed(case.name)
+        )
 
     def measure(index: int, policy: str, prepared: _Prepared) -> dict[str, Any]:
         case = selected[index]
@@ -900,6 +957,8 @@ def run(
             case.name, case.inputs, prepared[index], policy, measured[index, policy], bounded=case.bounded,
             round_inputs=case.round_inputs, group=group,
         )  # fmt: skip
+    if not create_baseline:
+        _check_baseline_matches(rows, stored, f"the {group} run")
     _gate(rows, stored)
     return {
         "sizes": group,

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 import layers
-from benchmarks import precision
+from benchmarks import _device, precision
 from benchmarks.__main__ import parser
 
 STORED = precision.BASELINES / "cpu.json"
+CPU = _device.Device(platform="cpu", kind="cpu", count=1, host="test")
 
 
 def _tiny(policy):
@@ -253,3 +254,59 @@ def test_a_float32_policy_whose_products_are_not_float32_fails_its_bound(algorit
     statuses = {(row["policy"], row["status"]) for row in result.rows}
     assert statuses == {("float32", "ok (new)"), (f"p=f32,dot={algorithm}", "FAIL bound")}
     assert min(row["error"] / row["bound"] for row in result.failures) > 10
+
+
+# --- what a CI gate must not accept (review findings) ----------------------------------------------
+
+
+def test_a_layer_measures_the_same_weights_alone_as_in_the_whole_run(tmp_path):
+    # Seeds follow the case's name: a baseline of the whole run holds for a run of some layers.
+    def rows(selected):
+        result = precision.run(
+            CPU, policies=("mixed_bfloat16",), layers=selected, baseline=tmp_path / f"{len(selected)}.json",
+            create_baseline=True, workers=1,
+        )  # fmt: skip
+        return {row["key"]: row["error"] for row in result["rows"] if "Softmax" in row["key"]}
+
+    assert rows(["Softmax"]) == rows(["Dense", "Softmax"])
+
+
+def test_check_refuses_a_factory_that_ignores_its_policy():
+    # The float64 oracle's build is the first to notice.
+    with pytest.raises(ValueError, match=r"ignored its policy: build\('float64'\) returned a layer whose "
+                       r"policy is 'float32'\. Pass the policy on"):  # fmt: skip
+        precision.check(lambda policy: layers.Dense(4), _tiny_inputs(), ["float32", "mixed_bfloat16"])
+
+
+def test_check_refuses_a_model_whose_output_is_random():
+    def build(policy):
+        return layers.Sequential([layers.Dense(8), layers.Dropout(0.5), layers.Dense(2)], dtype=policy)
+
+    with pytest.raises(ValueError, match=r"deterministic model.*call_kwargs=\{'training': True\}"):
+        precision.check(build, _tiny_inputs(), ["float32"], call_kwargs={"training": True})
+    assert precision.check(build, _tiny_inputs(), ["float32"], call_kwargs={"training": False}).ok
+
+
+def test_a_baseline_holding_none_of_the_rows_is_an_error(tmp_path):
+    path = precision.write_baseline(precision.check(_tiny, _tiny_inputs(), ["float32"], name="tiny").rows,
+                                    tmp_path / "b.json")  # fmt: skip
+    with pytest.raises(ValueError, match=r"holds none of the 3 rows of model 'renamed'.*'check \| tiny \| float32"):
+        precision.check(_tiny, _tiny_inputs(), ["float32"], baseline=path, name="renamed")
+
+
+def test_check_takes_a_list_of_inputs_and_one_bounded_name():
+    class Add(layers.Layer):
+        def call(self, a, b):
+            return a + b
+
+    x = _tiny_inputs()
+    result = precision.check(lambda policy: Add(dtype=policy), [x, 2 * x], ["float32"], bounded="output")
+    assert result.ok and {row["quantity"] for row in result.rows} == {"output", "grad inputs"}
+
+
+@pytest.mark.parametrize(
+    ("model", "what"), [(layers.Dense(4), "a Dense layer"), (layers.Dense, "the layer class Dense")]
+)
+def test_check_refuses_a_layer_where_a_factory_is_expected(model, what):
+    with pytest.raises(TypeError, match=rf"build\(policy\) -> layers.Layer .*received {what}; pass e.g."):
+        precision.check(model, _tiny_inputs(), ["float32"])
