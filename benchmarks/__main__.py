@@ -41,7 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     if not arguments or (arguments[0].startswith("-") and arguments[0] not in ("-h", "--help")):
         arguments = ["report", *arguments]
     options = parser().parse_args(arguments)
-    return importlib.import_module(f"benchmarks.{options.command}").main(options)
+    try:
+        return importlib.import_module(f"benchmarks.{options.command}").main(options)
+    except ValueError as error:  # bad input the command refused: its message, not a traceback
+        print(f"python -m benchmarks {options.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ def peak_entry(device_kind: str) -> str | None:
     """
     kind = device_kind.lower().replace("-", " ")
     words = kind.split()
-    if "h200" in words:
+    if "h200" in words and "nvl" not in words:  # the H200 NVL has lower peaks than the SXM part
         return "H200"
     # The SXM H100 reports "H100 80GB HBM3" (or says SXM); PCIe and NVL parts have other peaks.
     if "h100" in words and ("hbm3" in words or "sxm" in kind) and "pcie" not in words and "nvl" not in words:

@@ -7,6 +7,7 @@ matplotlib's non-interactive backend. Progress bars are rich's, shown only on a 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime
 import json
@@ -20,6 +21,17 @@ import jax
 import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (sizes, rounds, steps)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, received {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, received {text!r}")
+    return value
 
 
 def environment(device: Any) -> dict[str, Any]:

@@ -465,11 +465,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """--quick, the variants and the layer's sizes."""
     parser.add_argument("--quick", action="store_true", help="the short, report-sized run")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, of %(default)s")
-    parser.add_argument("--tokens", type=int, default=None, help="rows of every product (default: by device)")
-    parser.add_argument("--hidden", type=int, default=None, help="hidden size (default: by device)")
-    parser.add_argument("--ffn", type=int, default=None, help="FFN size (default: by device)")
-    parser.add_argument("--rounds", type=int, default=None, help="rotating rounds (default: by device)")
-    parser.add_argument("--repeats", type=int, default=None, help="calls per variant per round (default: ~target)")
+    parser.add_argument(
+        "--tokens", type=_results.positive_int, default=None, help="rows of every product (default: by device)"
+    )
+    parser.add_argument("--hidden", type=_results.positive_int, default=None, help="hidden size (default: by device)")
+    parser.add_argument("--ffn", type=_results.positive_int, default=None, help="FFN size (default: by device)")
+    parser.add_argument(
+        "--rounds", type=_results.positive_int, default=None, help="rotating rounds (default: by device)"
+    )
+    parser.add_argument(
+        "--repeats", type=_results.positive_int, default=None, help="calls per variant per round (default: ~target)"
+    )
 
 
 def main(options: argparse.Namespace) -> int:

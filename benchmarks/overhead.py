@@ -663,14 +663,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", type=_names(MODELS), help="comma-separated, default mlp,transformer")
     parser.add_argument("--policies", type=_names(POLICIES), help="comma-separated, default float32,mixed_bfloat16")
     parser.add_argument("--widths", type=_ints, help="MLP widths, input first (CPU default 256,512,512,10)")
-    parser.add_argument("--batch", type=int, help="train-step batch (default 256 MLP, 32 transformer)")
+    parser.add_argument(
+        "--batch", type=_results.positive_int, help="train-step batch (default 256 MLP, 32 transformer)"
+    )
     parser.add_argument(
         "--dense-shapes", type=_shapes, help="eager Dense shapes, default 8x64x64,32x256x256,64x512x256"
     )
-    parser.add_argument("--rounds", type=int, help="interleaved train-step rounds")
-    parser.add_argument("--steps", type=int, help="train steps per round")
-    parser.add_argument("--repeats", type=int, help="eager rounds")
-    parser.add_argument("--calls", type=int, help="eager calls per round")
+    parser.add_argument("--rounds", type=_results.positive_int, help="interleaved train-step rounds")
+    parser.add_argument("--steps", type=_results.positive_int, help="train steps per round")
+    parser.add_argument("--repeats", type=_results.positive_int, help="eager rounds")
+    parser.add_argument("--calls", type=_results.positive_int, help="eager calls per round")
     parser.add_argument("--build-rounds", type=int, help="fresh processes timing the build (0: skip)")
     parser.add_argument(
         "--compile-rounds", type=int, help="fresh builds timing trace/lower/compile, beyond the timed run's own"

@@ -26,6 +26,9 @@ PARTS = ("throughput", "overhead", "precision")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the report."""
     parser.add_argument(
+        "--quick", action="store_true", help="accepted for symmetry with the parts: the report is always the quick run"
+    )
+    parser.add_argument(
         "--parts",
         default=",".join(PARTS),
         help="comma-separated parts to run, in order (default: %(default)s)",
@@ -91,8 +94,5 @@ def main(options: argparse.Namespace) -> int:
     for line in recommendations(results, device):
         print(line if line.startswith("  ") else f"- {line}")
     written.append(_results.write_json(out, "report", {**_results.environment(device), "parts": results}))
-    print(
-        "\nwrote "
-        + ", ".join(str(path.relative_to(out.parent) if out.parent in path.parents else path) for path in written)
-    )
+    print("\nwrote " + ", ".join(str(path) for path in written))
     return exit_code

@@ -74,6 +74,25 @@ def default_policies(device: _device.Device) -> tuple[str, ...]:
     return POLICIES if device.platform != "cpu" else (*POLICIES[:2], UPCAST, *POLICIES[2:])
 
 
+def _check_policies(policies: tuple[str, ...]) -> None:
+    """Each name a policy, optionally with a CPU formulation of its bf16 products (":native", ":upcast")."""
+    import dtypepolicy as dp
+
+    if not policies:
+        raise ValueError("policies: expected at least one policy name, received none.")
+    for variant in policies:
+        name, _, formulation = variant.partition(":")
+        if formulation not in ("", "native", "upcast"):
+            raise ValueError(
+                f"policies: {variant!r} names the formulation {formulation!r}; expected 'native' or 'upcast' "
+                f"after the colon (as in {UPCAST!r})."
+            )
+        try:
+            dp.get(name)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"policies: {error}") from None
+
+
 @contextlib.contextmanager
 def _formulation_of(variant: str):
     """Traces a variant "policy:formulation" under that CPU formulation (the override), restored after."""
@@ -241,6 +260,7 @@ def run(
         if model not in MODELS:
             raise ValueError(f"models must be among {MODELS}, received {model!r}.")
     policies = default_policies(device) if policies is None else tuple(policies)
+    _check_policies(policies)
     sizing = sizes(device, quick)
     dims = {"mlp": {**sizing.mlp, **(mlp or {})}, "transformer": {**sizing.transformer, **(transformer or {})}}
     if rounds is not None:
@@ -494,15 +514,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help=f"comma-separated policy names (default: {','.join(POLICIES)}; on a CPU also {UPCAST})",
     )
-    parser.add_argument("--rounds", type=int, default=None, help="rotating rounds (default: by device)")
-    parser.add_argument("--steps", type=int, default=None, help="steps per variant per round (default: ~round target)")
-    parser.add_argument("--mlp-width", type=int, default=None)
-    parser.add_argument("--mlp-depth", type=int, default=None)
-    parser.add_argument("--mlp-batch", type=int, default=None)
-    parser.add_argument("--width", type=int, default=None, help="transformer width (= heads x key_dim)")
-    parser.add_argument("--heads", type=int, default=None, help="transformer heads")
-    parser.add_argument("--seq", type=int, default=None, help="transformer sequence length")
-    parser.add_argument("--batch", type=int, default=None, help="transformer batch")
+    parser.add_argument(
+        "--rounds", type=_results.positive_int, default=None, help="rotating rounds (default: by device)"
+    )
+    parser.add_argument(
+        "--steps", type=_results.positive_int, default=None, help="steps per variant per round (default: ~round target)"
+    )
+    parser.add_argument("--mlp-width", type=_results.positive_int, default=None)
+    parser.add_argument("--mlp-depth", type=_results.positive_int, default=None)
+    parser.add_argument("--mlp-batch", type=_results.positive_int, default=None)
+    parser.add_argument(
+        "--width", type=_results.positive_int, default=None, help="transformer width (= heads x key_dim)"
+    )
+    parser.add_argument("--heads", type=_results.positive_int, default=None, help="transformer heads")
+    parser.add_argument("--seq", type=_results.positive_int, default=None, help="transformer sequence length")
+    parser.add_argument("--batch", type=_results.positive_int, default=None, help="transformer batch")
 
 
 def _overrides(options: argparse.Namespace) -> tuple[dict[str, int], dict[str, int]]:

@@ -13,6 +13,7 @@ from benchmarks import _device
         ("NVIDIA H100 PCIe", None),  # another part, other peaks: not claimed
         ("NVIDIA H100 NVL", None),
         ("NVIDIA H200", "H200"),
+        ("NVIDIA H200 NVL", None),  # lower peaks than the SXM H200
         ("NVIDIA A100-SXM4-80GB", "A100"),
         ("NVIDIA A100 80GB PCIe", "A100"),
         ("NVIDIA L4", "L4"),

@@ -157,9 +157,9 @@ def test_main_writes_json_and_png(tmp_path, capsys):
     assert "MLP 1x16 + 10, batch 4" in printed and "throughput.json" in printed and "Fastest MLP step" in printed
 
 
-def test_width_must_split_into_the_heads():
-    with pytest.raises(ValueError, match=r"--width must be a multiple of --heads, received width 10 and 4 heads"):
-        cli(["throughput", "--quick", "--models", "transformer", "--width", "10", "--heads", "4"])
+def test_width_must_split_into_the_heads(capsys):
+    assert cli(["throughput", "--quick", "--models", "transformer", "--width", "10", "--heads", "4"]) == 2
+    assert "--width must be a multiple of --heads, received width 10 and 4 heads" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -187,3 +187,16 @@ def test_closing_lines_warn_when_the_machine_was_busy(loads, cpus, warned):
     assert any("competed for them" in line for line in lines) == warned
     if warned:
         assert "reached 3.2 on 2 CPUs" in lines[-1]
+
+
+@pytest.mark.parametrize(
+    ("policies", "message"),
+    [
+        (("float32", "mixed_bf17"), r"policies: Cannot parse dtype policy 'mixed_bf17'"),
+        (("mixed_bfloat16:fast",), r"policies: 'mixed_bfloat16:fast' names the formulation 'fast'; expected 'native'"),
+        ((), r"policies: expected at least one policy name, received none"),
+    ],
+)
+def test_bad_policy_names_are_refused_before_anything_runs(policies, message):
+    with pytest.raises(ValueError, match=message):
+        throughput.run(CPU, quick=True, models=("mlp",), policies=policies, mlp=TINY_MLP, rounds=1, steps=1)
