@@ -275,7 +275,17 @@ def fit_scenario() -> dict:
 
     single_losses, single_weights, _ = run(None)
     losses, weights, arrays = run(distribution.DataParallel(distribution.DeviceMesh((8,), ("batch",))))
+
+    # The model fit left its variables laid out by DataParallel; another distribution takes it from there.
+    initializers.set_random_seed(11)
+    model = layers.Sequential([layers.Dense(16, name="hidden"), layers.Dense(2, name="head")], name="refit")
+    data_parallel = distribution.DataParallel(distribution.DeviceMesh((8,), ("batch",)))
+    training.fit(model, (x, y), "mse", optimizers.SGD(0.1), batch_size=16, verbose=False, distribution=data_parallel)
+    fsdp = distribution.FSDP(distribution.DeviceMesh((8,), ("batch",)), min_weight_size=8)
+    refit = training.make_train_step(model, "mse", optimizers.SGD(0.1), distribution=fsdp)
+    refit_state, _ = refit.jitted(refit.init_state(), (x[:16], y[:16]))
     return {
+        "refit_kernel_spec": _spec(refit_state.trainable[0]),
         "single_losses": single_losses,
         "losses": losses,
         "max_weight_difference": max(
@@ -370,7 +380,23 @@ def bad_input_scenario() -> dict:
     )
     fine.model(np.ones((1, 3), np.float32))
     state = fine.init_state()
+    small = layers.Dense(2, name="small")
+    small(np.ones((1, 3), np.float32))
+    kernel_before = np.asarray(small.kernel.value)
+    uneven_error = _error(
+        lambda: training.fit(
+            small,
+            (np.ones((20, 3), np.float32), np.ones((20, 2), np.float32)),
+            "mse",
+            optimizers.SGD(0.1),
+            batch_size=8,
+            verbose=False,
+            distribution=distribution.DataParallel(distribution.DeviceMesh((8,), ("batch",))),
+        )
+    )
     return {
+        "uneven_fit": uneven_error,
+        "uneven_fit_left_the_kernel": bool(np.array_equal(np.asarray(small.kernel.value), kernel_before)),
         "indivisible_variable": _error(step.init_state),
         "indivisible_batch": _error(lambda: fine.jitted(state, (np.ones((5, 3)), np.ones((5, 8))))),
         "wrong_device_count": _error(lambda: distribution.DeviceMesh((3, 2), ("batch", "model"))),

@@ -67,3 +67,13 @@ def test_spec_must_divide_the_shape():
         check_spec_fits(P(("batch", "model")), (12,), MESH_2X4, "variable 'k'")
     with pytest.raises(ValueError, match=r"has 2 entries, more than the 1 dimensions of its shape \(8,\)"):
         check_spec_fits(P(None, "model"), (8,), MESH_2X4, "variable 'k'")
+
+
+def test_a_mesh_with_explicit_axes_is_refused_with_the_fix():
+    from layers.distribution import DataParallel
+
+    explicit = jax.make_mesh((1,), ("batch",), axis_types=(jax.sharding.AxisType.Explicit,))
+    with pytest.raises(
+        ValueError, match=r"DataParallel: the mesh's axes \['batch'\] are not AxisType.Auto .*DeviceMesh"
+    ):
+        DataParallel(explicit)

@@ -173,6 +173,9 @@ def test_fit_with_a_distribution_trains_as_on_one_device(scenarios):
     assert fit["losses"][-1] < fit["losses"][0]  # it trained
     assert fit["max_weight_difference"] < 1e-5
     assert fit["devices_per_weight"] == [8]  # the final state lives on the whole mesh, replicated
+    # After a fit under DataParallel, the same model trains under FSDP: its first kernel (8 x 16)
+    # is split over the batch axis along its larger dimension.
+    assert fit["refit_kernel_spec"] == [None, "batch"]
 
 
 def test_overflow_in_one_gradient_shard_skips_the_step_on_every_device(scenarios):
@@ -199,3 +202,50 @@ def test_bad_sharded_input_names_the_value(scenarios):
     assert errors["indivisible_batch"].startswith("ValueError: DataParallel: a batch of shape (5, 3) has 5 samples")
     assert "multiple of 2" in errors["indivisible_batch"]
     assert errors["wrong_device_count"].startswith("ValueError: DeviceMesh shape (3, 2) holds 6 devices, but 8")
+    # fit checks array data before its first step: 20 samples in batches of 8 leave a batch of 4.
+    assert errors["uneven_fit"].startswith(
+        "ValueError: fit: the batch axis of DataParallel spans 8 devices, so every batch must divide by 8; "
+        "20 samples in batches of 8 give the last batch of 4 samples."
+    )
+    assert errors["uneven_fit_left_the_kernel"]
+
+
+# --- one device: what the step refuses or redoes (these need no second device) -----------------------
+
+
+def _one_device_step(dist):
+    import layers
+    from layers import optimizers, training
+
+    model = layers.Dense(8, name="d")
+    model(np.ones((1, 6), np.float32))
+    return training.make_train_step(model, "mse", optimizers.SGD(0.1), distribution=dist)
+
+
+BATCH = (np.ones((4, 6), np.float32), np.zeros((4, 8), np.float32))
+
+
+def test_a_donated_state_passed_again_is_refused_not_a_crash():
+    from layers import distribution
+
+    step = _one_device_step(distribution.DataParallel(distribution.DeviceMesh((1,), ("batch",))))
+    old = step.init_state()
+    new, _ = step.jitted(old, BATCH)
+    with pytest.raises(ValueError, match=r"donated to an earlier step call.*pass the state that call returned"):
+        step.jitted(old, BATCH)
+    step.jitted(new, BATCH)  # the returned state still works
+
+
+def test_an_edit_of_the_layout_map_reaches_the_jitted_step():
+    from jax.sharding import PartitionSpec as P
+
+    from layers import distribution
+
+    layout = distribution.LayoutMap(distribution.DeviceMesh((1, 1), ("batch", "model")))
+    layout["d/kernel"] = (None, "model")
+    step = _one_device_step(distribution.ModelParallel(layout, batch_dim_name="batch"))
+    state, _ = step.jitted(step.init_state(), BATCH)
+    assert state.trainable[0].sharding.spec == P(None, "model")
+    layout["d/kernel"] = ("model", None)
+    state, _ = step.jitted(step.init_state(), BATCH)
+    assert state.trainable[0].sharding.spec == P("model", None)  # not the layout the step first compiled

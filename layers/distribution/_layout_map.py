@@ -51,6 +51,7 @@ class LayoutMap(MutableMapping):
         self.strict = strict
         self._layouts: dict[str, PartitionSpec] = {}
         self._patterns: dict[str, re.Pattern] = {}
+        self._edits = 0  # steps made with this map lay their state out again after an edit
 
     def __setitem__(self, key: str, layout: Any) -> None:
         if not isinstance(key, str) or not key:
@@ -62,6 +63,7 @@ class LayoutMap(MutableMapping):
         spec = partition_spec(layout, self.device_mesh, f"LayoutMap[{key!r}]")
         self._patterns[key] = pattern
         self._layouts[key] = spec
+        self._edits += 1
 
     def __getitem__(self, path: str) -> PartitionSpec | None:
         if path in self._layouts:
@@ -85,6 +87,7 @@ class LayoutMap(MutableMapping):
     def __delitem__(self, key: str) -> None:
         del self._layouts[key]
         del self._patterns[key]
+        self._edits += 1
 
     def __contains__(self, key: object) -> bool:
         return key in self._layouts

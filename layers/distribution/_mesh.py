@@ -69,12 +69,24 @@ def DeviceMesh(  # Keras' name for the mesh; it returns JAX's own Mesh
     return Mesh(grid.reshape(dims), names, axis_types=(jax.sharding.AxisType.Auto,) * len(names))
 
 
+_AUTO = jax.sharding.AxisType.Auto
+
+
 def check_mesh(mesh: Any, what: str) -> Mesh:
     """`mesh` if it is a `jax.sharding.Mesh`, else a TypeError naming it."""
     if not isinstance(mesh, Mesh):
         raise TypeError(
             f"{what} expects a jax.sharding.Mesh (layers.distribution.DeviceMesh makes one), received "
             f"{mesh!r} of type {type(mesh).__name__}."
+        )
+    explicit = [name for name, kind in zip(mesh.axis_names, mesh.axis_types, strict=True) if kind != _AUTO]
+    if explicit:
+        # jax.make_mesh makes Explicit axes by default; the layers' products need XLA to choose
+        # their shardings (a contracting dimension sharded over an Explicit axis is an error there).
+        raise ValueError(
+            f"{what}: the mesh's axes {explicit} are not AxisType.Auto (jax.make_mesh makes Explicit axes by "
+            f"default). Make the mesh with layers.distribution.DeviceMesh(shape, axis_names), or pass "
+            f"axis_types=(jax.sharding.AxisType.Auto,) * {len(mesh.axis_names)} to jax.make_mesh."
         )
     return mesh
 

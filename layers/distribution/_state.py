@@ -121,7 +121,9 @@ def init_sharded_state(
     """
     shardings = train_state_shardings(step, jax.eval_shape(make_state, *values), distribution)
     jitted = jax.jit(make_state, in_shardings=(shardings.trainable, shardings.non_trainable), out_shardings=shardings)
-    return jitted(*values)
+    # Variables may hold arrays laid out by another distribution (an earlier fit): moved first,
+    # since jit refuses committed arguments whose sharding differs from its in_shardings.
+    return jitted(*jax.device_put(values, (shardings.trainable, shardings.non_trainable)))
 
 
 def shard_train_state(step: Any, state: Any, distribution: Distribution) -> Any:

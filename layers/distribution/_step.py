@@ -57,7 +57,10 @@ class ShardedStep:
         return self._jitted(state)[1]
 
     def _jitted(self, state: Any) -> tuple[Any, Any]:
-        treedef = jax.tree.structure(state)
+        # An edit of the layout map after this step was made changes the layouts from then on, in
+        # init_state and here alike.
+        layout_map = getattr(self.distribution, "layout_map", None)
+        treedef = (jax.tree.structure(state), 0 if layout_map is None else layout_map._edits)
         if treedef not in self._compiled:
             shardings = train_state_shardings(self._step, state, self.distribution)
             mesh = self.distribution.device_mesh
@@ -83,6 +86,12 @@ class ShardedStep:
         return jitted, jax.device_put(state, shardings), shard_batch(batch, self.distribution)
 
     def __call__(self, state: Any, batch: Any) -> tuple[Any, dict[str, jax.Array]]:
+        if any(isinstance(leaf, jax.Array) and leaf.is_deleted() for leaf in jax.tree.leaves(state)):
+            # XLA crashes the process on a donated sharded buffer passed again; refuse it here.
+            raise ValueError(
+                "This TrainState was donated to an earlier step call and its buffers are gone: pass the state that "
+                "call returned (`state, metrics = step.jitted(state, batch)`)."
+            )
         jitted, _ = self._jitted(state)
         try:
             # The common case, a state this step returned and host batches: jit places them itself.

@@ -49,9 +49,26 @@ def _array_batches(arrays: tuple, batch_size: int, shuffle: bool, rng: np.random
         yield tuple(np.asarray(part)[index] for part in arrays)
 
 
+def _is_arrays(data: Any) -> bool:
+    return isinstance(data, tuple) and len(data) in (2, 3) and all(hasattr(part, "shape") for part in data)
+
+
+def _check_batches_divide(samples: int, batch_size: int, distribution: Any) -> None:
+    """Before any step: every batch of array data must split over the distribution's batch axis."""
+    devices = distribution.batch_size_multiple
+    last = samples % batch_size
+    if batch_size % devices or last % devices:
+        what = f"batch_size={batch_size}" if batch_size % devices else f"the last batch of {last} samples"
+        raise ValueError(
+            f"fit: the batch axis of {type(distribution).__name__} spans {devices} devices, so every batch must "
+            f"divide by {devices}; {samples} samples in batches of {batch_size} give {what}. Use a batch_size and "
+            f"a sample count that are multiples of {devices}."
+        )
+
+
 def _epoch_batches(data: Any, batch_size: int, shuffle: bool, rng: np.random.Generator) -> Callable[[], Iterable]:
     """A function giving one epoch's batches, for arrays `(x, y[, w])` or an iterable of batches."""
-    if isinstance(data, tuple) and len(data) in (2, 3) and all(hasattr(part, "shape") for part in data):
+    if _is_arrays(data):
         sizes = {len(part) for part in data}
         if len(sizes) != 1:
             raise ValueError(
@@ -155,6 +172,8 @@ def fit(
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"fit: batch_size must be a positive int, received {batch_size!r}.")
     batches = _epoch_batches(data, batch_size, shuffle, np.random.default_rng(seed))
+    if distribution is not None and _is_arrays(data):
+        _check_batches_divide(len(data[0]), batch_size, distribution)
     if not model.built:
         first = next(iter(batches()), None)
         if first is None:
