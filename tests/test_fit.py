@@ -94,3 +94,17 @@ def test_a_failing_batch_leaves_the_model_with_the_last_good_values():
     trained = model.kernel.numpy()  # two good steps were written back, and the variables are alive
     assert np.isfinite(trained).all() and not np.array_equal(trained, kernel)
     assert history.history["loss"][0] > 0
+
+
+def test_a_float8_model_continues_from_its_state_with_a_new_optimizer():
+    # The new optimizer was never built by init_state: the step builds it (float8 state needs the
+    # variables' overwrite flags), as restore and init_state do.
+    x = np.random.default_rng(0).normal(size=(32, 8)).astype(np.float32)
+    y = np.ones((32, 4), np.float32)
+    model = layers.Sequential([layers.Dense(16), layers.Dense(4)], dtype="float8_from_mixed_bfloat16")
+    model(x[:1])
+    first = training.fit(model, (x, y), "mse", optimizers.Adam(1e-3), batch_size=16, verbose=False)
+    second = training.fit(
+        model, (x, y), "mse", optimizers.Adam(1e-3), batch_size=16, verbose=False, initial_state=first.state
+    )
+    assert int(second.state.step) == 4 and np.isfinite(second.history["loss"][0])

@@ -199,6 +199,9 @@ class TrainStep:
         }
 
     def __call__(self, state: TrainState, batch: Any) -> tuple[TrainState, dict[str, jax.Array]]:
+        # A state from elsewhere (an earlier fit's, a hand-made one) may reach an optimizer that
+        # init_state never built; building again with the same variables does nothing.
+        self.optimizer.build(self.model.trainable_variables)
         parts = _batch_parts(batch)
 
         def scaled(trainable: list) -> tuple[Any, Any]:
