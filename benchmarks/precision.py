@@ -1022,6 +1022,12 @@ def exit_code(result: Mapping[str, Any]) -> int:
     return 1 if any(row["status"].startswith("FAIL") for row in result["rows"]) else 0
 
 
+def _span(ratios: Sequence[float]) -> str:
+    """`1.17-1.42x`, or `1.00x` when every ratio rounds to the same figure."""
+    low, high = f"{min(ratios):.2f}", f"{max(ratios):.2f}"
+    return f"{low}x" if low == high else f"{low}-{high}x"
+
+
 def summary_lines(result: Mapping[str, Any]) -> list[str]:
     """The report's recommendation lines: the gate's verdict and what each policy costs in accuracy."""
     rows = result["rows"]
@@ -1048,9 +1054,9 @@ def summary_lines(result: Mapping[str, Any]) -> list[str]:
         if one or chained:
             parts = []
             if one:
-                parts.append(f"one-rounding layers at {min(one):.2f}-{max(one):.2f}x their floor")
+                parts.append(f"one-rounding layers at {_span(one)} their floor")
             if chained:
-                parts.append(f"attention and models at {min(chained):.2f}-{max(chained):.2f}x")
+                parts.append(f"attention and models at {_span(chained)}")
             lines.append(f"{policy} outputs: " + "; ".join(parts) + ".")
     quantized = [p for p in dict.fromkeys(row["policy"] for row in rows) if _quantization(p)[0] is not None]
     if quantized:

@@ -310,3 +310,8 @@ def test_check_takes_a_list_of_inputs_and_one_bounded_name():
 def test_check_refuses_a_layer_where_a_factory_is_expected(model, what):
     with pytest.raises(TypeError, match=rf"build\(policy\) -> layers.Layer .*received {what}; pass e.g."):
         precision.check(model, _tiny_inputs(), ["float32"])
+
+
+def test_summary_gives_one_figure_when_every_ratio_is_the_same():
+    assert precision._span([1.0, 1.001, 0.999]) == "1.00x"
+    assert precision._span([1.17, 1.42, 1.3]) == "1.17-1.42x"
