@@ -68,6 +68,19 @@ def test_slots_take_their_variables_sharding(optimizer, slots_per_variable):
         np.testing.assert_array_equal(np.asarray(value), variable.numpy())
 
 
+def test_slots_optax_cannot_map_are_replicated_with_a_warning():
+    import optax
+
+    # optax.masked with a partial mask: tree_map_params cannot see through its placeholders.
+    model = _model()
+    masked = optimizers.Optimizer(optax.masked(optax.adam(1e-3), lambda params: [True] + [False] * (len(params) - 1)))
+    step = training.make_train_step(model, "mse", masked, distribution=_distribution())
+    with pytest.warns(UserWarning, match=r"slots could not be matched to their variables .*not sharded"):
+        state = step.init_state()
+    kernel_slots = [a for a in jax.tree.leaves(state.optimizer) if a.shape == (3, 8)]
+    assert kernel_slots and all(a.sharding.spec == REPLICATED for a in kernel_slots)
+
+
 def test_loss_scale_and_accumulation_state():
     model = _model("mixed_float16")
     optimizer = optimizers.SGD(0.1, momentum=0.9, gradient_accumulation_steps=2)

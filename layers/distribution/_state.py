@@ -9,6 +9,7 @@ state (counters, the loss scale) is replicated.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -53,7 +54,14 @@ def _slot_shardings(transform: Any, inner: Any, slots: list[_Slot], rep: NamedSh
 
     try:
         return optax.tree_map_params(transform, mirror, inner, slots, transform_non_params=lambda _: rep)
-    except Exception:  # a transform whose init cannot take optax's placeholder: slots replicated (correct, bigger)
+    except Exception as error:  # a transform whose init cannot take optax's placeholder (optax.masked)
+        # Correct, but every device then holds every slot whole: say so rather than use the memory quietly.
+        warnings.warn(
+            f"layers.distribution: the optimizer's slots could not be matched to their variables "
+            f"({type(error).__name__}: {str(error).splitlines()[0]}); every slot is replicated on each device, so "
+            "the optimizer's memory is not sharded.",
+            stacklevel=2,
+        )
         return jax.tree.map(lambda _: rep, inner)
 
 
