@@ -104,9 +104,20 @@ def test_strict_layout_map_refuses_a_key_that_matches_nothing():
     step = training.make_train_step(model, "mse", optimizers.SGD(0.1), distribution=ModelParallel(layout_map))
     with pytest.raises(ValueError, match=r"'m/dense/kernel'"):
         step.init_state()
+
     relaxed = _layout_map(strict=False)
     relaxed[".*dense/kernal"] = (None, "model")
     assert len(ModelParallel(relaxed).variable_layouts(model.trainable_variables)) == 4
+
+
+def test_a_keras_style_key_is_told_that_keys_match_whole_paths():
+    # Keras before 3.14 matched with re.search, so "dense/kernel" found "m/dense/kernel" there.
+    layout_map = _layout_map()
+    layout_map["dense/kernel"] = (None, "model")
+    with pytest.raises(
+        ValueError, match=r"a key must match a whole path \(re.fullmatch: 'dense/kernel' needs a leading"
+    ):
+        ModelParallel(layout_map).variable_layouts(_model().trainable_variables)
 
 
 def test_float8_state_cannot_be_sharded_by_a_layout():

@@ -131,8 +131,10 @@ class Distribution:
             if unmatched:
                 shown = ", ".join(repr(p) for p in paths[:6]) + (", ..." if len(paths) > 6 else "")
                 raise ValueError(
-                    f"LayoutMap keys {unmatched} match no variable of the model (its paths: {shown}); fix the regex, "
-                    f"or make the map with LayoutMap(mesh, strict=False) to allow keys for other models."
+                    f"LayoutMap keys {unmatched} match no variable of the model (its paths: {shown}); a key must "
+                    f"match a whole path (re.fullmatch: 'dense/kernel' needs a leading '.*' to match "
+                    f"'model/dense/kernel'). Fix the regex, or make the map with LayoutMap(mesh, strict=False) to "
+                    f"allow keys for other models."
                 )
         return [self.get_variable_layout(v) for v in variables]
 
