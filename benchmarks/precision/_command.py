@@ -67,7 +67,7 @@ import numpy as np
 
 import dtypepolicy as dp
 
-BASELINES = Path(__file__).resolve().parent / "baselines"
+BASELINES = Path(__file__).resolve().parent.parent / "baselines"  # benchmarks/baselines/
 POLICIES = (
     "float32",
     "mixed_bfloat16",
