@@ -47,39 +47,26 @@ rewrites this run's entries (keeping the others). A row with no baseline entry i
 `new` and does not fail.
 """
 
-from benchmarks.precision._command import (
+from benchmarks.precision._cases import QUICK_LAYERS, SIZES, Case, cases
+from benchmarks.precision._check import Result, check
+from benchmarks.precision._command import add_arguments, main, run
+from benchmarks.precision._gate import (
     BASELINE_FACTOR,
     BASELINE_FLOOR,
     BASELINES,
     BOUND_FACTOR,
-    COMPUTE_WEIGHTS,
     FLOAT32_ALLOWANCE,
-    POLICIES,
-    QUANTITIES,
-    QUICK_LAYERS,
-    SIZES,
-    Case,
-    Result,
-    add_arguments,
     baseline_path,
-    cases,
-    check,
-    exit_code,
     load_baseline,
-    main,
-    one_rounding_floor,
-    plot,
-    relative_error,
-    render,
-    round_to,
-    run,
-    summary_lines,
     write_baseline,
 )
-from benchmarks.precision._command import _cotangent as _cotangent
-from benchmarks.precision._command import _gate as _gate
-from benchmarks.precision._command import _rows_for as _rows_for
-from benchmarks.precision._command import _span as _span
+from benchmarks.precision._gate import _gate as _gate
+from benchmarks.precision._metric import COMPUTE_WEIGHTS, QUANTITIES, one_rounding_floor, relative_error, round_to
+from benchmarks.precision._policies import POLICIES
+from benchmarks.precision._render import _span as _span
+from benchmarks.precision._render import exit_code, plot, render, summary_lines
+from benchmarks.precision._rows import _cotangent as _cotangent
+from benchmarks.precision._rows import _rows_for as _rows_for
 
 __all__ = [
     "BASELINES",
