@@ -58,7 +58,7 @@ def write_baseline(rows: Sequence[Mapping[str, Any]], path: str | Path, device: 
     errors = load_baseline(path) if path.is_file() else {}
     errors.update({row["key"]: float(row["error"]) for row in rows})
     payload = {
-        "about": "precision baseline: relative Frobenius errors against a float64 oracle (benchmarks/precision.py)",
+        "about": "precision baseline: relative Frobenius errors against a float64 oracle (benchmarks/precision/)",
         "device": device,
         "gate": {"baseline_factor": BASELINE_FACTOR, "baseline_floor": BASELINE_FLOOR},
         "errors": dict(sorted(errors.items())),
