@@ -108,45 +108,47 @@ def _squeezed(shape: tuple, spec: InputSpec) -> tuple:
     return shape
 
 
-class _Prefix:
-    """The start of every mismatch message, formatted only when one is raised."""
-
-    __slots__ = ("index", "layer_name")
-
-    def __init__(self, index: int, layer_name: str) -> None:
-        self.index, self.layer_name = index, layer_name
-
-    def __format__(self, spec: str) -> str:
-        return f"Input {self.index} of layer {self.layer_name!r} is incompatible with the layer:"
+def _mismatch(index: int, layer_name: str, detail: str) -> ValueError:
+    """The error for an input that does not fit its spec (built only when one is raised)."""
+    return ValueError(f"Input {index} of layer {layer_name!r} is incompatible with the layer: {detail}")
 
 
 def _check_one(spec: InputSpec, x: Any, index: int, layer_name: str) -> None:
-    prefix = _Prefix(index, layer_name)
-    shape = _squeezed(x.shape if isinstance(x, jax.Array) else tuple(np.shape(x)), spec)
+    shape = x.shape if isinstance(x, jax.Array) else tuple(np.shape(x))
+    if spec.allow_last_axis_squeeze:
+        shape = _squeezed(shape, spec)
     rank = len(shape)
     if spec.ndim is not None and rank != spec.ndim:
-        raise ValueError(f"{prefix} expected ndim={spec.ndim}, found ndim={rank}. Full shape received: {shape}")
+        raise _mismatch(
+            index, layer_name, f"expected ndim={spec.ndim}, found ndim={rank}. Full shape received: {shape}"
+        )
     if spec.max_ndim is not None and rank > spec.max_ndim:
-        raise ValueError(f"{prefix} expected max_ndim={spec.max_ndim}, found ndim={rank}. Full shape received: {shape}")
+        raise _mismatch(
+            index, layer_name, f"expected max_ndim={spec.max_ndim}, found ndim={rank}. Full shape received: {shape}"
+        )
     if spec.min_ndim is not None and rank < spec.min_ndim:
-        raise ValueError(f"{prefix} expected min_ndim={spec.min_ndim}, found ndim={rank}. Full shape received: {shape}")
+        raise _mismatch(
+            index, layer_name, f"expected min_ndim={spec.min_ndim}, found ndim={rank}. Full shape received: {shape}"
+        )
     if spec.dtype is not None:
         dtype = standardize_dtype(x.dtype if isinstance(x, jax.Array) else jax.numpy.result_type(x))
         if dtype != spec.dtype:
-            raise ValueError(f"{prefix} expected dtype={spec.dtype}, found dtype={dtype}.")
+            raise _mismatch(index, layer_name, f"expected dtype={spec.dtype}, found dtype={dtype}.")
     for axis, size in spec.axes.items():
         if size is None:
             continue
         if not -rank <= axis < rank or shape[axis] != size:
             found = shape[axis] if -rank <= axis < rank else "nothing"
-            raise ValueError(
-                f"{prefix} expected axis {axis} of the input shape to have value {size}, but received "
-                f"input with shape {shape} (axis {axis} is {found})."
+            raise _mismatch(
+                index,
+                layer_name,
+                f"expected axis {axis} of the input shape to have value {size}, but received "
+                f"input with shape {shape} (axis {axis} is {found}).",
             )
     if spec.shape is not None:
         for expected, actual in zip(spec.shape, shape, strict=False):
             if expected is not None and expected != actual:
-                raise ValueError(f"{prefix} expected shape={spec.shape}, found shape={shape}.")
+                raise _mismatch(index, layer_name, f"expected shape={spec.shape}, found shape={shape}.")
 
 
 def _is_number_list(value: Any) -> bool:

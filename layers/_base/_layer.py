@@ -246,9 +246,12 @@ class Layer(_tracking.Trackable):
             record = tuple((np.shape(leaf), getattr(leaf, "dtype", None)) for leaf in jax.tree.leaves(outputs))
         # The key check comes first and the pipeline calls this before committing the call: a
         # warning turned into an error fails the call, which then changes nothing.
-        if not self._map_checked and isinstance(self._explicit_dtype, dp.DTypePolicyMap):
-            _call_pipeline.warn_unmatched_keys(self)
-        object.__setattr__(self, "_last_output", record)
+        if not self._map_checked:
+            if isinstance(self._explicit_dtype, dp.DTypePolicyMap):
+                _call_pipeline.warn_unmatched_keys(self)
+            else:  # nothing to check until a map is set, which clears the flag (an ABC check per call is not free)
+                self.__dict__["_map_checked"] = True
+        self.__dict__["_last_output"] = record
         return outputs
 
     # --- copies and pickles --------------------------------------------------------------

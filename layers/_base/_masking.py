@@ -25,7 +25,8 @@ def attach_mask(array: Any, mask: Any) -> None:
     """Records `mask` as the mask of `array` (None removes it)."""
     key = id(array)
     if mask is None:
-        _forget(key)
+        if key in _masks:  # a fresh output has no entry: the common case takes no lock
+            _forget(key)
         return
     try:
         # The callback binds dict.pop itself (atomic, no lock needed): it may run at interpreter
