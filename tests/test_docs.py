@@ -68,6 +68,7 @@ MODULES = [
     "layers._builtin._einsum_dense",
     "layers._builtin._embedding",
     "layers._base._input_spec",
+    "layers._base._arrays",
     "layers._base._layer",
     "layers._base._layer_serialization",
     "layers._base._metrics",

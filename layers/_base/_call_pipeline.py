@@ -32,6 +32,7 @@ from layers._base import (
     _traced_losses,
     _transaction,
 )
+from layers._base._arrays import is_jax_array
 from layers._base._input_spec import check_input_spec
 
 
@@ -47,7 +48,7 @@ def _first_argument(layer: Any, args: tuple, kwargs: dict) -> Any:
 
 
 def _read_variables(tree: Any) -> Any:
-    if isinstance(tree, jax.Array):
+    if is_jax_array(tree):
         return tree
     return jax.tree.map(
         lambda leaf: leaf.value if isinstance(leaf, dp.Variable) else leaf,

@@ -8,6 +8,7 @@ import jax
 import numpy as np
 
 from dtypepolicy._dtypes import standardize_dtype
+from layers._base._arrays import is_jax_array
 
 
 def _optional_int(value: Any, what: str) -> int | None:
@@ -114,7 +115,7 @@ def _mismatch(index: int, layer_name: str, detail: str) -> ValueError:
 
 
 def _check_one(spec: InputSpec, x: Any, index: int, layer_name: str) -> None:
-    shape = x.shape if isinstance(x, jax.Array) else tuple(np.shape(x))
+    shape = x.shape if is_jax_array(x) else tuple(np.shape(x))
     if spec.allow_last_axis_squeeze:
         shape = _squeezed(shape, spec)
     rank = len(shape)
@@ -131,7 +132,7 @@ def _check_one(spec: InputSpec, x: Any, index: int, layer_name: str) -> None:
             index, layer_name, f"expected min_ndim={spec.min_ndim}, found ndim={rank}. Full shape received: {shape}"
         )
     if spec.dtype is not None:
-        dtype = standardize_dtype(x.dtype if isinstance(x, jax.Array) else jax.numpy.result_type(x))
+        dtype = standardize_dtype(x.dtype if is_jax_array(x) else jax.numpy.result_type(x))
         if dtype != spec.dtype:
             raise _mismatch(index, layer_name, f"expected dtype={spec.dtype}, found dtype={dtype}.")
     for axis, size in spec.axes.items():
@@ -182,7 +183,7 @@ def check_input_spec(input_spec: Any, inputs: Any, layer_name: str) -> None:
     """
     if input_spec is None:
         return
-    if isinstance(input_spec, InputSpec) and isinstance(inputs, jax.Array):  # the common case, kept cheap
+    if isinstance(input_spec, InputSpec) and is_jax_array(inputs):  # the common case, kept cheap
         _check_one(input_spec, inputs, 0, layer_name)
         return
     if isinstance(input_spec, dict):

@@ -10,6 +10,7 @@ import numpy as np
 
 from dtypepolicy import Variable
 from dtypepolicy._dtypes import is_float
+from layers._base._arrays import is_jax_array
 from layers._base._masking import carry_mask
 
 _NUMPY = (np.ndarray, np.generic)
@@ -36,7 +37,7 @@ def convert_inputs(tree: Any, dtype: str | None) -> Any:
             array = leaf.value
         elif isinstance(leaf, _NUMPY):
             array = carry_mask(leaf, jnp.asarray(leaf))
-        elif isinstance(leaf, jax.Array):
+        elif is_jax_array(leaf):
             array = leaf
         else:
             return leaf
@@ -51,7 +52,7 @@ def cast_floating(tree: Any, dtype: str) -> Any:
     """Casts every floating JAX array in `tree` to `dtype`."""
 
     def cast(leaf: Any) -> Any:
-        if isinstance(leaf, jax.Array) and leaf.dtype != dtype and is_float(leaf.dtype):
+        if is_jax_array(leaf) and leaf.dtype != dtype and is_float(leaf.dtype):
             return carry_mask(leaf, leaf.astype(dtype))
         return leaf
 
@@ -61,8 +62,8 @@ def cast_floating(tree: Any, dtype: str) -> Any:
 def all_arrays(args: tuple) -> bool:
     """Whether every positional argument is a JAX array (the common call, checked cheaply)."""
     if len(args) == 1:
-        return isinstance(args[0], jax.Array)
-    return all(isinstance(arg, jax.Array) for arg in args)
+        return is_jax_array(args[0])
+    return all(is_jax_array(arg) for arg in args)
 
 
 def convert_call_arguments(
@@ -120,7 +121,7 @@ def short_repr(value: Any, limit: int = 120) -> str:
 
 def check_positional(args: tuple, layer_name: str) -> None:
     """Positional arguments must be arrays (or nests of them), numbers or None."""
-    if all(isinstance(arg, jax.Array) for arg in args):
+    if all(is_jax_array(arg) for arg in args):
         return
     for leaf in jax.tree.leaves(args, is_leaf=_is_variable):
         if isinstance(leaf, (bool, np.bool_)) or not (is_array_like(leaf) or isinstance(leaf, (int, float))):

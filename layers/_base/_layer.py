@@ -27,6 +27,7 @@ from layers._base import (
     _transaction,
     _weights,
 )
+from layers._base._arrays import is_jax_array
 from layers._base._metrics import Metric
 
 # Framework attributes that hold state but must not be tracked as the layer's own state.
@@ -240,7 +241,7 @@ class Layer(_tracking.Trackable):
 
     def _record_call(self, outputs: Any) -> Any:
         """Called by the pipeline with each call's outputs: notes their shapes and dtypes."""
-        if isinstance(outputs, jax.Array):  # the common case, kept cheap
+        if is_jax_array(outputs):  # the common case, kept cheap
             record = ((outputs.shape, outputs.dtype),)
         else:
             record = tuple((np.shape(leaf), getattr(leaf, "dtype", None)) for leaf in jax.tree.leaves(outputs))

@@ -12,6 +12,8 @@ from typing import Any
 
 import jax
 
+from layers._base._arrays import is_jax_array
+
 _masks: dict[int, tuple[weakref.ref, Any]] = {}
 _lock = threading.Lock()
 
@@ -60,7 +62,7 @@ def carry_mask(source: Any, converted: Any) -> Any:
 
 def attach_masks(outputs: Any, masks: Any) -> None:
     """Attaches a mask (or a matching structure of masks) to every array in `outputs`."""
-    if isinstance(outputs, jax.Array):
+    if is_jax_array(outputs):
         attach_mask(outputs, masks)
         return
     leaves = jax.tree.leaves(outputs)
@@ -74,7 +76,7 @@ def attach_masks(outputs: Any, masks: Any) -> None:
 
 def mask_of(inputs: Any) -> Any:
     """The mask attached to `inputs`: one mask for one array, a list for a list of arrays."""
-    if isinstance(inputs, jax.Array):
+    if is_jax_array(inputs):
         return get_mask(inputs)
     leaves = jax.tree.leaves(inputs)
     if not leaves:

@@ -19,6 +19,7 @@ import jax
 import dtypepolicy as dp
 from dtypepolicy._context import scoped
 from layers._base import _metrics, _traced_losses
+from layers._base._arrays import is_jax_array
 
 _current: ContextVar[CallTransaction | None] = ContextVar("layers_call_transaction", default=None)
 
@@ -94,7 +95,7 @@ class CallTransaction:
     def traced(self, outputs: Any) -> bool:
         """Whether the call ran under a JAX trace: its outputs or its losses are tracers."""
         tracer = jax.core.Tracer
-        if isinstance(outputs, jax.Array) and not self.losses:  # the common case, kept cheap
+        if is_jax_array(outputs) and not self.losses:  # the common case, kept cheap
             return isinstance(outputs, tracer)
         return any(isinstance(leaf, tracer) for leaf in jax.tree.leaves(outputs)) or any(
             isinstance(loss, tracer) for _, loss in self.losses
