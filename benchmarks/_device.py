@@ -80,7 +80,8 @@ class Device:
         return {**dataclasses.asdict(self), "slug": self.slug, "peak_entry": peak_entry(self.kind)}
 
 
-def _host() -> str:
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (the platform's processor name where there is none)."""
     model = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as info:
@@ -90,7 +91,11 @@ def _host() -> str:
                     break
     except OSError:
         pass
-    return f"{os.cpu_count()} CPUs, {model}"
+    return model
+
+
+def _host() -> str:
+    return f"{os.cpu_count()} CPUs, {cpu_model()}"
 
 
 def detect() -> Device:

@@ -2,11 +2,35 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import jax
 import numpy as np
+
+CPU_BF16_OVERRIDE = "DTYPEPOLICY_CPU_BF16_DOT"
+
+
+@contextlib.contextmanager
+def cpu_bf16_formulation(formulation: str | None) -> Iterator[None]:
+    """Sets the CPU bf16 product formulation ("native" or "upcast") for what is traced inside; restored after.
+
+    The jitted forwards take the formulation as a static argument, so a step traced inside keeps
+    it for every later call.
+    """
+    previous = os.environ.get(CPU_BF16_OVERRIDE)
+    try:
+        if formulation:
+            os.environ[CPU_BF16_OVERRIDE] = formulation
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(CPU_BF16_OVERRIDE, None)
+        else:
+            os.environ[CPU_BF16_OVERRIDE] = previous
 
 
 def mlp_train_step(policy: str, width: int, depth: int, batch: int) -> tuple[Any, Any, tuple]:

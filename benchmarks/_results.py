@@ -34,6 +34,21 @@ def positive_int(text: str) -> int:
     return value
 
 
+def load_average() -> float | None:
+    """The 1-minute load average (None where the OS has none): said next to every timing."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def load_text(loads: list[float | None]) -> str:
+    """`"1.20 -> 1.68"`: the load averages before and after a run."""
+    return " -> ".join("?" if value is None else f"{value:.2f}" for value in loads)
+
+
+def ms_text(value: float) -> str:
+    """Milliseconds to three significant digits, never in exponent form."""
+    return f"{value:.3g}" if value < 1000 else f"{value:.0f}"
+
+
 def environment(device: Any) -> dict[str, Any]:
     """Device, versions and date: the header of every result file."""
     import dtypepolicy
@@ -42,7 +57,7 @@ def environment(device: Any) -> dict[str, Any]:
         "device": device.as_dict(),
         "versions": {"dtypepolicy": dtypepolicy.__version__, "jax": jax.__version__, "numpy": np.__version__},
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "load_average": load_average(),
     }
 
 

@@ -27,23 +27,13 @@ from typing import Any
 import jax
 
 import dtypepolicy as dp
-from benchmarks._mlp_steps import mlp_train_step, step_times
-
-_OVERRIDE = "DTYPEPOLICY_CPU_BF16_DOT"
+from benchmarks._mlp_steps import cpu_bf16_formulation, mlp_train_step, step_times
 
 
 def _variant(policy: str, width: int, depth: int, batch: int, formulation: str | None) -> tuple:
     """The MLP step traced under `formulation` (the CPU override), and the formulation's description."""
-    previous = os.environ.get(_OVERRIDE)
-    try:
-        if formulation is not None:
-            os.environ[_OVERRIDE] = formulation
+    with cpu_bf16_formulation(formulation):
         return mlp_train_step(policy, width, depth, batch), dp.describe_dot(policy)
-    finally:
-        if previous is None:
-            os.environ.pop(_OVERRIDE, None)
-        else:
-            os.environ[_OVERRIDE] = previous
 
 
 def compare(rounds: int, steps: int, width: int, depth: int, batch: int) -> list[dict[str, Any]]:

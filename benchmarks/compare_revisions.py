@@ -52,16 +52,9 @@ def _describe_custom(figures: dict | None) -> str:
 
 
 def _machine() -> str:
-    cpus = os.cpu_count()
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpus} CPUs, {model}, {platform.machine()}, python {platform.python_version()}"
+    from benchmarks._device import cpu_model
+
+    return f"{os.cpu_count()} CPUs, {cpu_model()}, {platform.machine()}, python {platform.python_version()}"
 
 
 def _parse_revisions(items: list[str]) -> dict[str, Path]:

@@ -31,7 +31,6 @@ import argparse
 import dataclasses
 import functools
 import math
-import os
 import statistics
 import time
 import zlib
@@ -239,7 +238,7 @@ def run(
         ffn=ffn or sizing.ffn,
         rounds=rounds or sizing.rounds,
     )
-    started, load_before = time.perf_counter(), _load()
+    started, load_before = time.perf_counter(), _results.load_average()
     layer = _flops.layer_products(sizing.tokens, sizing.hidden, sizing.ffn)
     rows: list[dict[str, Any]] = []
     with _results.progress("gemm", len(layer) * len(PASSES)) as bar:
@@ -261,20 +260,11 @@ def run(
         "formulations": {variant: _describe(variant) for variant in variants},
         "rows": rows,
         "summary": summary(rows, variants, device),
-        "load_average": [load_before, _load()],
+        "load_average": [load_before, _results.load_average()],
         "wall_s": time.perf_counter() - started,
     }
     result["closing"] = closing_lines(result)
     return result
-
-
-def _ms(value: float) -> str:
-    """Three significant digits, never in exponent form."""
-    return f"{value:.3g}" if value < 1000 else f"{value:.0f}"
-
-
-def _load() -> float | None:
-    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
 
 def _describe(variant: str) -> str:
@@ -364,8 +354,8 @@ def closing_lines(result: dict[str, Any]) -> list[str]:
     else:
         lines.append(
             f"Fastest products on {where}: {fastest['variant']}, {1 / fastest['ratio_to_float32']:.2f}x faster than "
-            f"float32 over the layer's {len(PASSES) * 4} products ({_ms(fastest['ms'])} ms against "
-            f"{_ms(totals['float32']['ms'])} ms)."
+            f"float32 over the layer's {len(PASSES) * 4} products ({_results.ms_text(fastest['ms'])} ms against "
+            f"{_results.ms_text(totals['float32']['ms'])} ms)."
         )
     if "float8" in totals and "float8 + quantize" in totals and totals["float8"]["ms"] > 0:
         extra = totals["float8 + quantize"]["ms"] / totals["float8"]["ms"] - 1
@@ -392,7 +382,7 @@ def render(result: dict[str, Any]) -> str:
     out = [
         f"GEMMs of one transformer layer (hidden {s['hidden']}, FFN {s['ffn']}, {s['tokens']} tokens) on "
         f"{result['device_kind']} ({result['platform']}); medians of {result['rounds']} rotating rounds; "
-        f"load average {_fmt_load(result['load_average'])}",
+        f"load average {_results.load_text(result['load_average'])}",
         "",
         "ms per product",
     ]
@@ -432,10 +422,6 @@ def render(result: dict[str, Any]) -> str:
         out.append(f"  float8 cuBLASLt matmuls in the compiled programs: {sum(gemm)} of {len(gemm)} float8 rows.")
     out += ["", *result["closing"]]
     return "\n".join(out)
-
-
-def _fmt_load(load: list[float | None]) -> str:
-    return " -> ".join("?" if value is None else f"{value:.2f}" for value in load)
 
 
 def plot(result: dict[str, Any], out: Path) -> list[Path]:

@@ -27,6 +27,7 @@ import math
 import os
 import statistics
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import _device, _flops, _results
-from benchmarks._mlp_steps import step_times
+from benchmarks._mlp_steps import cpu_bf16_formulation, step_times
 
 NAME = "throughput"
 POLICIES = (
@@ -49,7 +50,6 @@ MODELS = ("mlp", "transformer")
 # A variant that is a policy traced under one CPU formulation of its bf16 products: what a CPU
 # without fast bf16 units runs (bf16 operands converted to float32 for a float32 dot).
 UPCAST = "mixed_bfloat16:upcast"
-_OVERRIDE = "DTYPEPOLICY_CPU_BF16_DOT"
 # The dtype whose peak a policy's matmuls are measured against.
 PEAK_DTYPE = {
     "float32": "float32",
@@ -94,19 +94,11 @@ def _check_policies(policies: tuple[str, ...]) -> None:
 
 
 @contextlib.contextmanager
-def _formulation_of(variant: str):
-    """Traces a variant "policy:formulation" under that CPU formulation (the override), restored after."""
-    _, _, formulation = variant.partition(":")
-    previous = os.environ.get(_OVERRIDE)
-    try:
-        if formulation:
-            os.environ[_OVERRIDE] = formulation
-        yield variant.partition(":")[0]
-    finally:
-        if previous is None:
-            os.environ.pop(_OVERRIDE, None)
-        else:
-            os.environ[_OVERRIDE] = previous
+def _formulation_of(variant: str) -> Iterator[str]:
+    """Traces a variant "policy:formulation" under that CPU formulation (the override); yields the policy."""
+    policy, _, formulation = variant.partition(":")
+    with cpu_bf16_formulation(formulation):
+        yield policy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,7 +257,7 @@ def run(
     dims = {"mlp": {**sizing.mlp, **(mlp or {})}, "transformer": {**sizing.transformer, **(transformer or {})}}
     if rounds is not None:
         sizing = dataclasses.replace(sizing, rounds=rounds)
-    started, load_before = time.perf_counter(), _load()
+    started, load_before = time.perf_counter(), _results.load_average()
     result: dict[str, Any] = {
         "benchmark": NAME,
         "quick": quick,
@@ -291,20 +283,11 @@ def run(
                 "steps_per_round": model_steps,
             }
             result["rows"] += _rows(model, model_dims["batch"], train, times, first_call, device)
-    result["load_average"] = [load_before, _load()]
+    result["load_average"] = [load_before, _results.load_average()]
     result["cpu_count"] = os.cpu_count()
     result["wall_s"] = time.perf_counter() - started
     result["closing"] = closing_lines(result)
     return result
-
-
-def _ms(value: float) -> str:
-    """Three significant digits, never in exponent form."""
-    return f"{value:.3g}" if value < 1000 else f"{value:.0f}"
-
-
-def _load() -> float | None:
-    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
 
 def _describe(policy: str) -> str:
@@ -403,7 +386,8 @@ def closing_lines(result: dict[str, Any]) -> list[str]:
         else:
             lines.append(
                 f"Fastest {name} step on {where}: {fastest['policy']}, {fastest['speedup_vs_float32']:.2f}x faster "
-                f"than float32 ({_ms(fastest['ms_per_step'])} ms against {_ms(reference['ms_per_step'])} ms per step)."
+                f"than float32 ({_results.ms_text(fastest['ms_per_step'])} ms against "
+                f"{_results.ms_text(reference['ms_per_step'])} ms per step)."
             )
         slower = [row for row in rows if row["policy"] != "float32" and row["ratio_to_float32"] > 1]
         if slower:
@@ -441,7 +425,7 @@ def render(result: dict[str, Any]) -> str:
     """The text tables: one per model, then the formulations and the closing lines."""
     out = [
         f"Train-step throughput (make_train_step, Adam) on {result['device_kind']} ({result['platform']}); "
-        f"medians of {result['rounds']} rotating rounds; load average {_fmt_load(result['load_average'])}"
+        f"medians of {result['rounds']} rotating rounds; load average {_results.load_text(result['load_average'])}"
     ]
     headers = ["policy", "ms/step", "range ms", "samples/s", "TFLOP/s", "time/f32", "speedup", "MFU", "1st call s"]
     for model, info in result["models"].items():
@@ -474,10 +458,6 @@ def render(result: dict[str, Any]) -> str:
     out.append("")
     out += result["closing"]
     return "\n".join(out)
-
-
-def _fmt_load(load: list[float | None]) -> str:
-    return " -> ".join("?" if value is None else f"{value:.2f}" for value in load)
 
 
 def plot(result: dict[str, Any], out: Path) -> list[Path]:

@@ -63,13 +63,10 @@ VariantFactory = Callable[[str, str, dict[str, np.ndarray], tuple[int, ...]], tu
 
 def machine() -> dict[str, Any]:
     """The CPU, its bf16 matrix features and a measured bf16 / float32 matmul time ratio."""
+    from benchmarks._device import cpu_flags
     from benchmarks.compare_revisions import _machine as describe
 
-    try:
-        with open("/proc/cpuinfo") as info:
-            flags = set(info.read().split("flags", 2)[1].split("\n", 1)[0].split())
-    except (OSError, IndexError):
-        flags = set()
+    flags = cpu_flags()
     a = jnp.ones((512, 512), jnp.float32)
     dot32 = jax.jit(lambda u: u @ u)
     dot16 = jax.jit(lambda u: jax.lax.dot(u, u, preferred_element_type=jnp.float32))
