@@ -617,17 +617,6 @@ def test_a_changed_override_is_never_served_a_stale_trace(monkeypatch):
         assert _dots(text)[0][0] == operand
 
 
-def test_einsum_dense_gradient_under_upcast_has_no_bf16_dot(monkeypatch):
-    monkeypatch.setenv(OVERRIDE, "upcast")
-    layer = EinsumDense("abc,cde->abde", output_shape=(None, 2, 4), bias_axes="de", dtype="mixed_bfloat16")
-    x = jnp.ones((2, 3, 16), jnp.float32)
-    layer.build(x.shape)
-    values = [v.value for v in layer.trainable_variables]
-    loss = lambda values, x: jnp.sum(_stateless(layer, values, x).astype(jnp.float32))  # noqa: E731
-    dots = _dots(jax.jit(jax.grad(loss, argnums=(0, 1))).lower(values, x).as_text())
-    assert len(dots) == 2 and all(dot == ("f32", "f32", "f32", "HIGHEST") for dot in dots), dots
-
-
 @pytest.mark.parametrize("override", ["native", "upcast"])
 def test_einsum_dense_and_attention_gradient_products_use_the_forward_formulation(override, monkeypatch):
     # JAX's own transpose paired the float32 cotangent with the bf16 operand: a float32 DEFAULT dot,
